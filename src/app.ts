@@ -1,0 +1,175 @@
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Http2SecureServer } from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { type Authenticator, createAuthenticator } from './auth/index.ts';
+import type { Config } from './config.ts';
+import { type Database, openDatabase } from './db/index.ts';
+import { createServices, type Services } from './domain/index.ts';
+import type { Logger } from './logger.ts';
+import {
+  connectRedis,
+  createMemoryPubSub,
+  createRedisPubSub,
+  type PubSub,
+} from './pubsub/index.ts';
+import { schema } from './schema/index.ts';
+import { createContextFactory } from './transport/context.ts';
+import { createGraphQLWsServer } from './transport/graphql-ws.ts';
+import { createHealth } from './transport/health.ts';
+import { createHttpServer, refuseUpgrade, sendJson } from './transport/http.ts';
+import { createSseHandler, isSseRequest } from './transport/sse.ts';
+import { createGraphQLServer } from './transport/yoga.ts';
+
+export interface AppDeps {
+  config: Config;
+  logger: Logger;
+}
+
+/** A built server: resources are open, nothing listens until `start`. */
+export interface App {
+  readonly server: Server | Http2SecureServer;
+  readonly auth: Authenticator;
+  readonly services: Services;
+  readonly pubsub: PubSub;
+  readonly db: Database;
+  /** Listens on PORT/HOST; resolves with the base URL (http://host:port). */
+  start(): Promise<string>;
+  /**
+   * Graceful shutdown: stop accepting, close WebSockets with 1001, end SSE streams, then close
+   * Postgres and Redis. Bounded by SHUTDOWN_TIMEOUT_MS; remaining sockets are destroyed.
+   */
+  stop(): Promise<void>;
+}
+
+/** Opens Postgres (or the embedded one), Redis (when configured) and wires every transport. */
+export async function buildApp({ config, logger }: AppDeps): Promise<App> {
+  const auth = createAuthenticator({
+    tokenKey: config.AUTH_TOKEN_KEY,
+    jwksUrl: config.AUTH_JWKS_URL,
+    fakeUser: config.AUTH_FAKE_USER,
+    issuer: config.AUTH_ISSUER,
+    audience: config.AUTH_AUDIENCE,
+    logger,
+  });
+  const db = await openDatabase({
+    url: config.DATABASE_URL,
+    dataDir: config.DATA_DIR,
+    poolSize: config.DATABASE_POOL_SIZE,
+    logger,
+  });
+  let pubsub: PubSub;
+  try {
+    pubsub = config.REDIS_URL
+      ? createRedisPubSub(await connectRedis(config.REDIS_URL, logger), {
+          prefix: config.REDIS_PREFIX,
+          logger,
+        })
+      : createMemoryPubSub();
+  } catch (error) {
+    await db.close();
+    throw error;
+  }
+  const services = createServices({ config, pubsub });
+
+  const yoga = createGraphQLServer({
+    schema,
+    context: createContextFactory({ auth, services, db, pubsub }) as never,
+    logger,
+    graphiql: config.GRAPHIQL,
+  });
+  const transportDeps = { yoga, auth, connections: services.connections, logger };
+  const graphqlWs = createGraphQLWsServer({
+    ...transportDeps,
+    keepAliveMs: config.WS_KEEPALIVE_MS,
+    initTimeoutMs: config.WS_INIT_TIMEOUT_MS,
+    maxBufferedBytes: config.WS_MAX_BUFFERED_BYTES,
+    maxPayloadBytes: config.MAX_BODY_BYTES,
+  });
+  const sse = createSseHandler({
+    ...transportDeps,
+    maxBufferedBytes: config.WS_MAX_BUFFERED_BYTES,
+  });
+  const health = createHealth({
+    postgres: () => db.ping(),
+    ...(pubsub.kind === 'redis' ? { redis: () => pubsub.ping() } : {}),
+  });
+
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? '/').split('?')[0];
+    const length = Number(req.headers['content-length'] ?? 0);
+    if (length > config.MAX_BODY_BYTES) {
+      return sendJson(res, 413, {
+        errors: [{ message: `Request body over ${config.MAX_BODY_BYTES} bytes` }],
+      });
+    }
+    const handled = (() => {
+      if (path === '/healthz') return health.live(res);
+      if (path === '/readyz') return health.ready(res);
+      if (path === '/graphql' && isSseRequest(req)) return sse.handle(req, res);
+      return yoga.handle(req, res);
+    })();
+    Promise.resolve(handled).catch((error: unknown) => {
+      logger.error({ err: error, path }, 'request failed');
+      sendJson(res, 500, { errors: [{ message: 'Internal server error' }] });
+    });
+  };
+
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const path = (req.url ?? '/').split('?')[0];
+    socket.on('error', (error) => logger.debug({ err: error }, 'upgrade socket error'));
+    if (path === '/graphql') return graphqlWs.handleUpgrade(req, socket, head);
+    refuseUpgrade(socket, 404, 'Not Found');
+  };
+
+  const server = createHttpServer(
+    onRequest,
+    onUpgrade,
+    config.TLS_CERT_FILE && config.TLS_KEY_FILE
+      ? { certFile: config.TLS_CERT_FILE, keyFile: config.TLS_KEY_FILE }
+      : undefined,
+  );
+  server.on('clientError', (error, socket) => {
+    logger.debug({ err: error }, 'client error');
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+  });
+
+  let stopping: Promise<void> | null = null;
+  return {
+    server,
+    auth,
+    services,
+    pubsub,
+    db,
+    start: () =>
+      new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(config.PORT, config.HOST, () => {
+          server.off('error', reject);
+          const { port } = server.address() as AddressInfo;
+          const host =
+            config.HOST === '0.0.0.0' || config.HOST === '::' ? '127.0.0.1' : config.HOST;
+          const scheme = config.TLS_CERT_FILE ? 'https' : 'http';
+          resolve(`${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`);
+        });
+      }),
+    stop() {
+      stopping ??= (async () => {
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        await graphqlWs.close();
+        sse.closeAll();
+        for (const connection of services.connections.all()) {
+          connection.close(1001, 'server shutting down');
+        }
+        const deadline = new Promise<void>((resolve) =>
+          setTimeout(resolve, config.SHUTDOWN_TIMEOUT_MS).unref(),
+        );
+        if ('closeIdleConnections' in server) server.closeIdleConnections();
+        await Promise.race([closed, deadline]);
+        if ('closeAllConnections' in server) server.closeAllConnections();
+        await Promise.allSettled([db.close(), pubsub.close()]);
+      })();
+      return stopping;
+    },
+  };
+}

@@ -1,0 +1,8 @@
+export {
+  type Authenticator,
+  type AuthenticatorOptions,
+  createAuthenticator,
+  type RequestInput,
+  type SignClaims,
+} from './authenticator.ts';
+export type { Viewer } from './viewer.ts';

@@ -1,0 +1,64 @@
+import type { Viewer } from '../auth/index.ts';
+import type { CloseCode } from '../close-codes.ts';
+
+/** How a client is connected. */
+export type Transport = 'graphql-ws' | 'sse' | 'http' | 'legacy-stream' | 'legacy-ws';
+
+/**
+ * One open client connection of this instance, whatever the transport. Domain streams end when
+ * `signal` aborts; `close` closes the connection the way its protocol does.
+ */
+export interface Connection {
+  readonly id: string;
+  readonly transport: Transport;
+  readonly viewer: Viewer | null;
+  /** Aborted once the connection is closed, by either side. */
+  readonly signal: AbortSignal;
+  /** Closes the connection; WebSockets get `code`, streams simply end. Idempotent. */
+  close(code: CloseCode, reason: string): void;
+}
+
+/** The open connections of this instance, by user. */
+export interface ConnectionRegistry {
+  /** Adds a connection until its signal aborts. */
+  add(connection: Connection): void;
+  forUser(userId: string): Connection[];
+  all(): Iterable<Connection>;
+  readonly size: number;
+}
+
+export function createConnectionRegistry(): ConnectionRegistry {
+  const all = new Set<Connection>();
+  const byUser = new Map<string, Set<Connection>>();
+  return {
+    add(connection) {
+      if (connection.signal.aborted) return;
+      all.add(connection);
+      const userId = connection.viewer?.userId;
+      if (userId !== undefined) {
+        let set = byUser.get(userId);
+        if (!set) {
+          set = new Set();
+          byUser.set(userId, set);
+        }
+        set.add(connection);
+      }
+      connection.signal.addEventListener(
+        'abort',
+        () => {
+          all.delete(connection);
+          if (userId === undefined) return;
+          const set = byUser.get(userId);
+          set?.delete(connection);
+          if (set?.size === 0) byUser.delete(userId);
+        },
+        { once: true },
+      );
+    },
+    forUser: (userId) => [...(byUser.get(userId) ?? [])],
+    all: () => all.values(),
+    get size() {
+      return all.size;
+    },
+  };
+}

@@ -1,0 +1,125 @@
+import { randomInt } from 'node:crypto';
+import type { Viewer } from '../auth/index.ts';
+import { CloseCode } from '../close-codes.ts';
+import { badInput, unauthenticated } from '../errors.ts';
+import { type NotifyEnvelope, type PubSub, type Subscription, topic } from '../pubsub/index.ts';
+import type { Connection } from './connections.ts';
+
+/** The first event of every notify stream: the channel id its owner publishes with. */
+export interface NotifyChannel {
+  channelId: string;
+}
+
+/** A delivered notify message (the envelope without its targets is what clients see). */
+export type NotifyMessage = NotifyEnvelope;
+export type NotifyEvent = NotifyChannel | NotifyMessage;
+
+export const isNotifyChannel = (event: NotifyEvent): event is NotifyChannel => 'channelId' in event;
+
+/** What `publish` accepts; mirrors the GraphQL PublishInput and the legacy bodies. */
+export interface PublishInput {
+  channelId: string;
+  name: string;
+  message?: unknown;
+  toAll?: boolean | null | undefined;
+  toMeeting?: string | null | undefined;
+  toUsers?: readonly string[] | null | undefined;
+  toChannels?: readonly string[] | null | undefined;
+}
+
+export interface NotifyOptions {
+  pubsub: PubSub;
+  /** Events buffered per subscriber before it is closed as a slow consumer. */
+  subscriptionBuffer: number;
+  /** Largest serialized `message` accepted. */
+  messageMaxBytes: number;
+}
+
+/** Names reserved for the server's own messages. */
+const RESERVED_NAMES = new Set(['applause']);
+const ID_ALPHABET = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789';
+
+function randomInstancePart(): string {
+  let out = '';
+  for (let i = 0; i < 8; i++) out += ID_ALPHABET[randomInt(ID_ALPHABET.length)];
+  return out;
+}
+
+/** The user id inside a channel id `<instance>:<userId>:<counter>`, or null when malformed. */
+export function channelOwner(channelId: string): string | null {
+  const match = /^[a-zA-Z0-9]{8}:(.+):\d+$/.exec(channelId);
+  return match?.[1] ?? null;
+}
+
+/**
+ * Notify (OpenSlides ICC / OS3): clients open a notify stream, get a channel id, and publish
+ * messages to a meeting, to users, to channels or to everyone. Delivery is at most once, with no
+ * replay; the sender's own matching streams receive its messages too.
+ */
+export function createNotify(options: NotifyOptions) {
+  const instancePart = randomInstancePart();
+  let counter = 0;
+  const notifyTopic = topic('notify');
+
+  return {
+    /**
+     * Opens a notify stream for the viewer: first its NotifyChannel, then every message that
+     * targets everyone, the stream's meeting, the viewer or the channel. Ends with the connection.
+     */
+    subscribe(
+      viewer: Viewer | null,
+      meetingId: string | null,
+      connection: Connection,
+    ): Subscription<NotifyEvent> {
+      if (!viewer) throw unauthenticated('Anonymous users cannot receive notify messages');
+      counter += 1;
+      const channelId = `${instancePart}:${viewer.userId}:${counter}`;
+      const { userId } = viewer;
+      return options.pubsub.subscribe<'notify', NotifyEvent>(notifyTopic, {
+        capacity: options.subscriptionBuffer,
+        signal: connection.signal,
+        onOverflow: () => connection.close(CloseCode.SlowConsumer, 'slow consumer'),
+        initial: [{ channelId }],
+        filter: (m) =>
+          m.toAll ||
+          (meetingId !== null && m.toMeeting === meetingId) ||
+          m.toUsers.includes(userId) ||
+          m.toChannels.includes(channelId),
+      });
+    },
+
+    /** Validates and publishes one message; throws AppError on bad input, changes nothing then. */
+    async publish(viewer: Viewer | null, input: PublishInput): Promise<void> {
+      if (!viewer) throw unauthenticated('Anonymous users cannot publish');
+      const owner = channelOwner(input.channelId);
+      if (owner === null) throw badInput(`Invalid channel id: ${JSON.stringify(input.channelId)}`);
+      if (owner !== viewer.userId) throw badInput('The channel id does not belong to the sender');
+      if (input.name.trim() === '') throw badInput('The name must not be empty');
+      if (RESERVED_NAMES.has(input.name)) throw badInput(`The name "${input.name}" is reserved`);
+      const toUsers = [...(input.toUsers ?? [])];
+      const toChannels = [...(input.toChannels ?? [])];
+      const toMeeting = input.toMeeting ?? null;
+      const toAll = input.toAll === true;
+      if (!toAll && toMeeting === null && toUsers.length === 0 && toChannels.length === 0) {
+        throw badInput('At least one target is required (toAll, toMeeting, toUsers or toChannels)');
+      }
+      const message = input.message ?? null;
+      const size = Buffer.byteLength(JSON.stringify(message));
+      if (size > options.messageMaxBytes) {
+        throw badInput(`The message is ${size} bytes; the limit is ${options.messageMaxBytes}`);
+      }
+      await options.pubsub.publish(notifyTopic, {
+        senderUserId: viewer.userId,
+        senderChannelId: input.channelId,
+        name: input.name,
+        message,
+        toAll,
+        toMeeting,
+        toUsers,
+        toChannels,
+      });
+    },
+  };
+}
+
+export type Notify = ReturnType<typeof createNotify>;

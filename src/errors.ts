@@ -1,0 +1,36 @@
+/**
+ * The error codes a client can see. GraphQL errors carry one of them in
+ * `extensions.code`; legacy shims map them to the status codes of the service they replace.
+ */
+export const ErrorCode = {
+  Unauthenticated: 'UNAUTHENTICATED',
+  Forbidden: 'FORBIDDEN',
+  BadUserInput: 'BAD_USER_INPUT',
+  NotFound: 'NOT_FOUND',
+  RateLimited: 'RATE_LIMITED',
+  Internal: 'INTERNAL_SERVER_ERROR',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/**
+ * An expected failure with a message meant for the client. Domain code throws it; the
+ * GraphQL layer turns it into a GraphQL error with `extensions.code`, shims into a status.
+ * Anything else thrown is an internal error: masked for the client, logged in full.
+ */
+export class AppError extends Error {
+  override readonly name = 'AppError';
+  constructor(
+    readonly code: Exclude<ErrorCode, 'INTERNAL_SERVER_ERROR'>,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export const unauthenticated = (message = 'Authentication required') =>
+  new AppError(ErrorCode.Unauthenticated, message);
+export const forbidden = (message: string) => new AppError(ErrorCode.Forbidden, message);
+export const badInput = (message: string) => new AppError(ErrorCode.BadUserInput, message);
+export const notFound = (message: string) => new AppError(ErrorCode.NotFound, message);
+
+export const isAppError = (error: unknown): error is AppError => error instanceof AppError;

@@ -1,0 +1,170 @@
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { ExecutionArgs } from 'graphql';
+import { handleProtocols, makeServer } from 'graphql-ws';
+import { type WebSocket, WebSocketServer } from 'ws';
+import type { Authenticator } from '../auth/index.ts';
+import { CloseCode } from '../close-codes.ts';
+import type { Connection, ConnectionRegistry } from '../domain/connections.ts';
+import type { Logger } from '../logger.ts';
+import { closeOnExpiry, createConnection } from './connection.ts';
+import { requestInfo } from './context.ts';
+import type { Yoga } from './yoga.ts';
+
+export interface GraphQLWsOptions {
+  yoga: Yoga;
+  auth: Authenticator;
+  connections: ConnectionRegistry;
+  logger: Logger;
+  /** Ping interval; a peer without a pong by the next ping is terminated. */
+  keepAliveMs: number;
+  /** Time to send connection_init before the socket is closed with 4408. */
+  initTimeoutMs: number;
+  /** Unsent bytes tolerated before the socket is closed as a slow consumer (4499). */
+  maxBufferedBytes: number;
+  /** Largest accepted inbound frame. */
+  maxPayloadBytes: number;
+}
+
+interface Extra {
+  socket: WebSocket;
+  request: IncomingMessage;
+  connection?: Connection & { controller: AbortController };
+}
+
+type RootValue = {
+  execute: (args: ExecutionArgs) => unknown;
+  subscribe: (args: ExecutionArgs) => unknown;
+};
+
+/**
+ * GraphQL over WebSocket (graphql-transport-ws) on yoga's envelop: the graphql-ws protocol core
+ * with our own socket adapter, so that connections are registered (dropUser, presence), tokens
+ * expire live (4401), slow consumers are closed (4499) and shutdown sends 1001.
+ */
+export function createGraphQLWsServer(options: GraphQLWsOptions) {
+  const { yoga, auth, connections, logger } = options;
+  const wss = new WebSocketServer({
+    noServer: true,
+    handleProtocols: (protocols) => handleProtocols(protocols),
+    maxPayload: options.maxPayloadBytes,
+  });
+
+  const server = makeServer<Record<string, unknown> | undefined, Extra>({
+    connectionInitWaitTimeout: options.initTimeoutMs,
+    async onConnect(ctx) {
+      const { socket, request } = ctx.extra;
+      let viewer: Awaited<ReturnType<Authenticator['fromConnectionParams']>>;
+      try {
+        viewer = await auth.fromConnectionParams(ctx.connectionParams, request.url);
+      } catch (error) {
+        logger.info({ reason: (error as Error).message }, 'graphql-ws connection refused');
+        return false;
+      }
+      const connection = createConnection('graphql-ws', viewer, (code, reason) =>
+        socket.close(code, reason),
+      );
+      ctx.extra.connection = connection;
+      connections.add(connection);
+      closeOnExpiry(connection, () => connection.close(CloseCode.TokenExpired, 'token expired'));
+      return true;
+    },
+    async onSubscribe(ctx, _id, payload) {
+      const { connection, request } = ctx.extra;
+      const enveloped = yoga.getEnveloped({
+        viewer: connection?.viewer ?? null,
+        ...(connection ? { connection } : {}),
+        requestInfo: requestInfo(request, 'graphql-ws'),
+        req: request,
+        params: payload,
+      } as never);
+      let document: ExecutionArgs['document'];
+      try {
+        document = enveloped.parse(payload.query);
+      } catch (error) {
+        return [error as never];
+      }
+      const errors = enveloped.validate(enveloped.schema, document);
+      if (errors.length > 0) return errors;
+      const rootValue: RootValue = { execute: enveloped.execute, subscribe: enveloped.subscribe };
+      return {
+        schema: enveloped.schema,
+        document,
+        operationName: payload.operationName ?? null,
+        variableValues: payload.variables ?? null,
+        contextValue: await enveloped.contextFactory(),
+        rootValue,
+      };
+    },
+    execute: (args) => (args.rootValue as RootValue).execute(args) as never,
+    subscribe: (args) => (args.rootValue as RootValue).subscribe(args) as never,
+  });
+
+  wss.on('connection', (socket: WebSocket, request: IncomingMessage) => {
+    const extra: Extra = { socket, request };
+    const slow = () => {
+      logger.warn({ user: extra.connection?.viewer?.userId }, 'slow graphql-ws consumer closed');
+      if (extra.connection) extra.connection.close(CloseCode.SlowConsumer, 'slow consumer');
+      else socket.close(CloseCode.SlowConsumer, 'slow consumer');
+    };
+    const closed = server.opened(
+      {
+        protocol: socket.protocol,
+        // Not awaiting the write callback: the per-socket bound is bufferedAmount, checked here.
+        send: (data) => {
+          if (socket.readyState !== socket.OPEN) return;
+          if (socket.bufferedAmount > options.maxBufferedBytes) return slow();
+          socket.send(data);
+        },
+        close: (code, reason) => socket.close(code, reason),
+        onMessage: (cb) =>
+          socket.on('message', async (data) => {
+            try {
+              await cb(String(data));
+            } catch (error) {
+              logger.error({ err: error }, 'graphql-ws message handling failed');
+              socket.close(CloseCode.InternalError, 'Internal server error');
+            }
+          }),
+      },
+      extra,
+    );
+
+    let alive = true;
+    socket.on('pong', () => {
+      alive = true;
+    });
+    const pinger = setInterval(() => {
+      if (!alive) return socket.terminate();
+      alive = false;
+      socket.ping();
+    }, options.keepAliveMs);
+
+    socket.on('error', (error) => {
+      logger.warn({ err: error }, 'graphql-ws socket error');
+      socket.terminate();
+    });
+    socket.once('close', (code, reason) => {
+      clearInterval(pinger);
+      extra.connection?.controller.abort();
+      closed(code, String(reason)).catch((error: unknown) =>
+        logger.error({ err: error }, 'graphql-ws close handling failed'),
+      );
+    });
+  });
+
+  return {
+    /** Takes over an HTTP upgrade request for /graphql. */
+    handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer) {
+      wss.handleUpgrade(request, socket, head, (ws) => wss.emit('connection', ws, request));
+    },
+    /** Closes every socket with 1001 (going away) and stops accepting new ones. */
+    async close() {
+      for (const client of wss.clients) client.close(CloseCode.GoingAway, 'server shutting down');
+      await new Promise<void>((resolve) => wss.close(() => resolve()));
+    },
+    get size() {
+      return wss.clients.size;
+    },
+  };
+}

@@ -1,0 +1,198 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type DocumentNode, getOperationAST } from 'graphql';
+import { createHandler, type Request as SseRequest } from 'graphql-sse';
+import type { Authenticator, Viewer } from '../auth/index.ts';
+import { CloseCode } from '../close-codes.ts';
+import type { Connection, ConnectionRegistry } from '../domain/connections.ts';
+import type { Logger } from '../logger.ts';
+import { closeOnExpiry, createConnection } from './connection.ts';
+import { authError, requestInfo } from './context.ts';
+import { sendJson } from './http.ts';
+import type { Yoga } from './yoga.ts';
+
+export interface SseOptions {
+  yoga: Yoga;
+  auth: Authenticator;
+  connections: ConnectionRegistry;
+  logger: Logger;
+  /** Unsent bytes tolerated on one stream before it is ended as a slow consumer. */
+  maxBufferedBytes: number;
+}
+
+interface RequestContext {
+  viewer: Viewer | null;
+  /** Set on event-stream requests: the stream the operation's events go to. */
+  stream?: Connection;
+}
+
+const STREAM_TOKEN_HEADER = 'x-graphql-event-stream-token';
+/** Our auth tokens (JWTs) have dots; graphql-sse reservation tokens (UUIDs) never do. */
+const isJwt = (value: string) => value.split('.').length === 3;
+
+function queryToken(url: string): string | null {
+  return new URL(url, 'http://localhost').searchParams.get('token');
+}
+
+/** The graphql-sse reservation token of a request: the header, or a `?token=` that is no JWT. */
+function streamToken(req: IncomingMessage): string | null {
+  const header = req.headers[STREAM_TOKEN_HEADER];
+  if (typeof header === 'string' && header) return header;
+  const query = queryToken(req.url ?? '/');
+  return query && !isJwt(query) ? query : null;
+}
+
+/** Does this /graphql request belong to the graphql-sse protocol rather than plain HTTP? */
+export function isSseRequest(req: IncomingMessage): boolean {
+  return (
+    req.method === 'PUT' ||
+    req.headers.accept === 'text/event-stream' ||
+    typeof req.headers[STREAM_TOKEN_HEADER] === 'string' ||
+    (req.method === 'DELETE' && streamToken(req) !== null)
+  );
+}
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.once('error', reject);
+  });
+}
+
+/**
+ * GraphQL over Server-Sent Events (the graphql-sse protocol) at /graphql, in both modes:
+ * distinct connections (one stream per operation) and single connection (PUT reserves a stream,
+ * GET opens it, operations are POSTed with the stream token and stopped with DELETE). Reserved
+ * streams live in the instance that made them: put single-connection clients on sticky sessions.
+ * Each stream's unsent bytes are bounded; a stream over the bound ends (slow consumer).
+ */
+export function createSseHandler(options: SseOptions) {
+  const { yoga, auth, connections, logger } = options;
+  const streamsByToken = new Map<string, Connection>();
+
+  const handler = createHandler<IncomingMessage, RequestContext>({
+    // Reservation tokens only from the header or a non-JWT `?token=` (ours carry auth tokens);
+    // a request without one gets a fresh token, as the protocol's PUT expects.
+    authenticate: (req) => streamToken(req.raw) ?? randomUUID(),
+    async onSubscribe(req, params) {
+      const { viewer } = req.context;
+      const token = streamToken(req.raw);
+      const connection =
+        req.context.stream ??
+        (token ? streamsByToken.get(token) : undefined) ??
+        createConnection('sse', viewer, () => {});
+      const enveloped = yoga.getEnveloped({
+        viewer,
+        connection,
+        requestInfo: requestInfo(req.raw, 'sse'),
+        req: req.raw,
+        params,
+      } as never);
+      let document: DocumentNode;
+      try {
+        document = enveloped.parse(params.query);
+      } catch (error) {
+        return { errors: [error as never] };
+      }
+      const errors = enveloped.validate(enveloped.schema, document);
+      if (errors.length > 0) return { errors };
+      const args = {
+        schema: enveloped.schema,
+        document,
+        contextValue: await enveloped.contextFactory(),
+        variableValues: params.variables ?? null,
+        operationName: params.operationName ?? null,
+      };
+      const operation = getOperationAST(document, params.operationName);
+      return operation?.operation === 'subscription'
+        ? enveloped.subscribe(args)
+        : enveloped.execute(args);
+    },
+  });
+
+  return {
+    async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+      let viewer: Viewer | null;
+      try {
+        const url = new URL(req.url ?? '/', 'http://localhost');
+        const token = url.searchParams.get('token');
+        if (token !== null && !isJwt(token)) url.searchParams.delete('token');
+        viewer = await auth.fromRequest({ headers: req.headers, url: url.pathname + url.search });
+      } catch (error) {
+        const { message, extensions } = authError(error);
+        return sendJson(res, 401, {
+          errors: [{ message, extensions: { code: extensions['code'] } }],
+        });
+      }
+
+      const isStream = req.headers.accept === 'text/event-stream';
+      let stream: ReturnType<typeof createConnection> | undefined;
+      let body: AsyncGenerator<string> | undefined;
+      if (isStream) {
+        stream = createConnection('sse', viewer, (code, reason) => {
+          logger.debug({ code, reason }, 'sse stream closed by server');
+          void body?.return(undefined);
+          res.end();
+        });
+      }
+      const context: RequestContext = stream ? { viewer, stream } : { viewer };
+      const sseRequest: SseRequest<IncomingMessage, RequestContext> = {
+        method: req.method ?? 'GET',
+        url: req.url ?? '/',
+        headers: {
+          get: (key) => {
+            const value = req.headers[key.toLowerCase()];
+            return Array.isArray(value) ? value.join(', ') : value;
+          },
+        },
+        body: () => readBody(req),
+        raw: req,
+        context,
+      };
+      const [result, init] = await handler(sseRequest);
+      const headers = { ...(init.headers as Record<string, string>) };
+      // HTTP/2 forbids connection-specific headers.
+      if (req.httpVersionMajor >= 2) delete headers['connection'];
+      res.writeHead(init.status, headers);
+      if (result === null || typeof result === 'string') {
+        res.end(result ?? undefined);
+        return;
+      }
+      // An event stream: register it, bind it to the response, write events as they come.
+      const connection = stream ?? createConnection('sse', viewer, () => res.end());
+      body = result as AsyncGenerator<string>;
+      const token = streamToken(req);
+      if (token) streamsByToken.set(token, connection);
+      connections.add(connection);
+      closeOnExpiry(connection, () => connection.close(CloseCode.TokenExpired, 'token expired'));
+      res.flushHeaders();
+      res.once('close', () => {
+        if (token && streamsByToken.get(token) === connection) streamsByToken.delete(token);
+        if (!connection.signal.aborted) (connection as typeof stream)?.controller.abort();
+        void body?.return(undefined);
+      });
+      try {
+        for await (const chunk of body) {
+          if (res.writableEnded || res.destroyed) break;
+          res.write(chunk);
+          if (res.writableLength > options.maxBufferedBytes) {
+            logger.warn({ user: viewer?.userId }, 'slow sse consumer closed');
+            connection.close(CloseCode.SlowConsumer, 'slow consumer');
+            break;
+          }
+        }
+      } catch (error) {
+        logger.error({ err: error }, 'sse stream failed');
+      }
+      if (!res.writableEnded) res.end();
+    },
+    /** Ends every open stream (shutdown). */
+    closeAll() {
+      for (const connection of connections.all()) {
+        if (connection.transport === 'sse') connection.close(CloseCode.GoingAway, 'shutdown');
+      }
+    },
+  };
+}

@@ -1,0 +1,208 @@
+import type { ExecutionResult } from 'graphql';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  NotifyDocument,
+  type NotifySubscription,
+  PublishDocument,
+  ViewerDocument,
+} from './generated/graphql.ts';
+import { expiredToken, startServer, type TestServer } from './support/app.ts';
+import { gql, type ResultQueue, sseClient, wsClient } from './support/clients.ts';
+import { createTestDatabase } from './support/postgres.ts';
+import { requireRedis } from './support/redis.ts';
+
+type NotifyQueue = ResultQueue<ExecutionResult<NotifySubscription>>;
+
+/** The channel id of a notify stream (its first event). */
+async function channelOf(queue: NotifyQueue): Promise<string> {
+  const first = await queue.next();
+  expect(first.errors).toBeUndefined();
+  const event = first.data?.notify;
+  if (event?.__typename !== 'NotifyChannel')
+    throw new Error(`expected NotifyChannel, got ${JSON.stringify(first)}`);
+  return event.channelId;
+}
+
+async function nextMessage(queue: NotifyQueue) {
+  const result = await queue.next();
+  expect(result.errors).toBeUndefined();
+  const event = result.data?.notify;
+  if (event?.__typename !== 'NotifyMessage')
+    throw new Error(`expected NotifyMessage, got ${JSON.stringify(result)}`);
+  return event;
+}
+
+describe('notify across two instances on one Redis', () => {
+  let a: TestServer;
+  let b: TestServer;
+  let dropDb: () => Promise<void>;
+  const cleanups: (() => void)[] = [];
+
+  beforeAll(async () => {
+    const [db, redis] = await Promise.all([createTestDatabase(), requireRedis()]);
+    dropDb = db.drop;
+    const env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix };
+    a = await startServer(env);
+    b = await startServer(env);
+  });
+
+  afterAll(async () => {
+    for (const cleanup of cleanups) cleanup();
+    await Promise.all([a?.stop(), b?.stop()]);
+    await dropDb?.();
+  });
+
+  const ws = (server: TestServer, token: string) => {
+    const c = wsClient(server.wsUrl, token);
+    cleanups.push(() => void c.dispose());
+    return c;
+  };
+  const sse = (server: TestServer, token: string, singleConnection = false) => {
+    const c = sseClient(server.url, token, { singleConnection });
+    cleanups.push(() => c.dispose());
+    return c;
+  };
+
+  it('answers viewer for a token and null for anonymous', async () => {
+    const token = await a.token('42', { group: 'g1' });
+    const me = await gql(a.url, ViewerDocument, {}, token);
+    expect(me.body.data?.viewer).toEqual({ userId: '42', group: 'g1', isService: false });
+    const anonymous = await gql(a.url, ViewerDocument, {});
+    expect(anonymous.body.data?.viewer).toBeNull();
+  });
+
+  it('delivers to users over graphql-ws and both SSE modes on both instances', async () => {
+    const [t1, t2, t3, t4] = await Promise.all(['101', '102', '103', '104'].map((u) => a.token(u)));
+    const sender = ws(a, t1 as string).subscribe(NotifyDocument, {});
+    const overWs = ws(a, t2 as string).subscribe(NotifyDocument, {});
+    const overSse = sse(b, t3 as string).subscribe(NotifyDocument, {});
+    const overSingle = sse(b, t4 as string, true).subscribe(NotifyDocument, {});
+    const senderChannel = await channelOf(sender);
+    for (const q of [overWs, overSse, overSingle]) await channelOf(q);
+    expect(senderChannel).toMatch(/^[a-zA-Z0-9]{8}:101:\d+$/);
+
+    const publish = await gql(
+      b.url,
+      PublishDocument,
+      {
+        input: {
+          channelId: senderChannel,
+          name: 'greeting',
+          message: { hello: 'world' },
+          toUsers: ['102', '103', '104'],
+        },
+      },
+      t1,
+    );
+    expect(publish.body).toEqual({ data: { publish: true } });
+    for (const q of [overWs, overSse, overSingle]) {
+      expect(await nextMessage(q)).toEqual({
+        __typename: 'NotifyMessage',
+        senderUserId: '101',
+        senderChannelId: senderChannel,
+        name: 'greeting',
+        message: { hello: 'world' },
+      });
+    }
+  });
+
+  it('routes by meeting, user, channel and to all, including the sender', async () => {
+    const [t1, t2, t3] = await Promise.all(['201', '202', '203'].map((u) => b.token(u)));
+    const sender = ws(a, t1 as string).subscribe(NotifyDocument, { meetingId: '7' });
+    const inMeeting = ws(b, t2 as string).subscribe(NotifyDocument, { meetingId: '7' });
+    const otherMeeting = sse(b, t3 as string).subscribe(NotifyDocument, { meetingId: '8' });
+    const senderChannel = await channelOf(sender);
+    const inMeetingChannel = await channelOf(inMeeting);
+    await channelOf(otherMeeting);
+    const send = (name: string, targets: Record<string, unknown>) =>
+      gql(a.url, PublishDocument, { input: { channelId: senderChannel, name, ...targets } }, t1);
+
+    await send('m', { toMeeting: '7' });
+    expect((await nextMessage(sender)).name).toBe('m');
+    expect((await nextMessage(inMeeting)).name).toBe('m');
+
+    await send('c', { toChannels: [inMeetingChannel] });
+    expect((await nextMessage(inMeeting)).name).toBe('c');
+
+    await send('u', { toUsers: ['203'] });
+    // The meeting-8 stream gets the user message first: it never saw 'm' or 'c'.
+    expect((await nextMessage(otherMeeting)).name).toBe('u');
+
+    await send('all', { toAll: true });
+    for (const q of [sender, inMeeting, otherMeeting])
+      expect((await nextMessage(q)).name).toBe('all');
+    // Nothing else arrived before 'all': the sender did not get 'c' or 'u'.
+    expect(sender.pending).toHaveLength(0);
+  });
+
+  it('refuses bad input with clear errors and keeps serving', async () => {
+    const [t1, t2] = await Promise.all(['301', '302'].map((u) => a.token(u)));
+    const own = ws(a, t1 as string).subscribe(NotifyDocument, {});
+    const channelId = await channelOf(own);
+    const foreign = await channelOf(ws(a, t2 as string).subscribe(NotifyDocument, {}));
+    const publish = (input: Record<string, unknown>, token: string | null = t1 as string) =>
+      gql(
+        a.url,
+        PublishDocument,
+        { input: { channelId, name: 'n', toAll: true, ...input } } as never,
+        token ?? undefined,
+      );
+    const codeOf = (r: Awaited<ReturnType<typeof publish>>) =>
+      r.body.errors?.[0]?.extensions?.['code'];
+
+    expect(codeOf(await publish({ name: '' }))).toBe('BAD_USER_INPUT');
+    expect(codeOf(await publish({ channelId: foreign }))).toBe('BAD_USER_INPUT');
+    expect(codeOf(await publish({ channelId: 'foobar' }))).toBe('BAD_USER_INPUT');
+    expect(codeOf(await publish({ toAll: false }))).toBe('BAD_USER_INPUT');
+    expect(codeOf(await publish({ name: 'applause' }))).toBe('BAD_USER_INPUT');
+    expect(codeOf(await publish({}, null))).toBe('UNAUTHENTICATED');
+
+    const missingName = await gql(
+      a.url,
+      'mutation { publish(input: { channelId: "x", toAll: true }) }',
+      {},
+      t1,
+    );
+    expect(missingName.status).toBe(400);
+    expect(missingName.body.errors?.[0]?.message).toMatch(/name/);
+
+    const malformed = await fetch(`${a.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${t1}` },
+      body: '{"query": "{ viewer { userId }',
+    });
+    expect(malformed.status).toBe(400);
+
+    const expired = await expiredToken('301');
+    const expiredResult = await gql(a.url, ViewerDocument, {}, expired);
+    expect(expiredResult.status).toBe(401);
+    expect(expiredResult.body.errors?.[0]?.extensions?.['code']).toBe('UNAUTHENTICATED');
+
+    const forged = `${(t1 as string).slice(0, -4)}AAAA`;
+    expect((await gql(a.url, ViewerDocument, {}, forged)).status).toBe(401);
+
+    const huge = await fetch(`${a.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        query: '{ viewer { userId } }',
+        variables: { pad: 'x'.repeat(2_000_000) },
+      }),
+    });
+    expect(huge.status).toBe(413);
+
+    const tooBig = await publish({ message: 'y'.repeat(70_000) });
+    expect(codeOf(tooBig)).toBe('BAD_USER_INPUT');
+
+    // Still serving, and nothing was published by the refused calls.
+    await publish({ name: 'ok' });
+    expect((await nextMessage(own)).name).toBe('ok');
+  });
+
+  it('refuses notify subscriptions from anonymous callers', async () => {
+    const anonymous = wsClient(a.wsUrl);
+    cleanups.push(() => void anonymous.dispose());
+    const result = await anonymous.subscribe(NotifyDocument, {}).next();
+    expect(result.errors?.[0]?.extensions?.['code']).toBe('UNAUTHENTICATED');
+  });
+});

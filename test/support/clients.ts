@@ -1,0 +1,179 @@
+import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
+import { type ExecutionResult, print } from 'graphql';
+import { createClient as createSseClient } from 'graphql-sse';
+import { createClient as createWsClient, type Client as WsClient } from 'graphql-ws';
+import WebSocket from 'ws';
+
+/** Default bound of every wait in the tests. */
+export const WAIT_MS = 5_000;
+
+/**
+ * A queue over a stream of results: `next()` waits (bounded) for the next one, so tests never
+ * sleep. `close()` stops the subscription.
+ */
+export class ResultQueue<T> {
+  readonly #items: T[] = [];
+  readonly #waiters: ((item: T) => void)[] = [];
+  #ended = false;
+  #error: unknown = null;
+  #endWaiters: (() => void)[] = [];
+  dispose: () => void = () => {};
+
+  push(item: T): void {
+    const waiter = this.#waiters.shift();
+    if (waiter) waiter(item);
+    else this.#items.push(item);
+  }
+
+  end(error?: unknown): void {
+    this.#ended = true;
+    this.#error = error ?? null;
+    for (const w of this.#endWaiters.splice(0)) w();
+  }
+
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  get error(): unknown {
+    return this.#error;
+  }
+
+  /** The next item, or a rejection after `timeoutMs`. */
+  next(timeoutMs = WAIT_MS): Promise<T> {
+    const item = this.#items.shift();
+    if (item !== undefined) return Promise.resolve(item);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const i = this.#waiters.indexOf(waiter);
+        if (i >= 0) this.#waiters.splice(i, 1);
+        reject(new Error(`no event within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const waiter = (value: T) => {
+        clearTimeout(timer);
+        resolve(value);
+      };
+      this.#waiters.push(waiter);
+    });
+  }
+
+  /** Resolves when the stream has ended (completed, errored or closed). */
+  waitForEnd(timeoutMs = WAIT_MS): Promise<void> {
+    if (this.#ended) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`stream did not end within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      this.#endWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  /** Items received and not yet taken. */
+  get pending(): readonly T[] {
+    return this.#items;
+  }
+
+  close(): void {
+    this.dispose();
+  }
+}
+
+type Sink<T> = Parameters<WsClient['subscribe']>[1] & { next: (value: ExecutionResult<T>) => void };
+
+function sinkInto<T>(queue: ResultQueue<ExecutionResult<T>>): Sink<T> {
+  return {
+    next: (value) => queue.push(value as ExecutionResult<T>),
+    error: (error) => queue.end(error),
+    complete: () => queue.end(),
+  };
+}
+
+/** A graphql-ws client with a token in connection_init; `retryAttempts: 0` so failures surface. */
+export function wsClient(wsUrl: string, token?: string, options: { lazy?: boolean } = {}) {
+  const closes: { code: number; reason: string }[] = [];
+  const client = createWsClient({
+    url: wsUrl,
+    webSocketImpl: WebSocket,
+    retryAttempts: 0,
+    lazy: options.lazy ?? true,
+    connectionParams: token ? { authorization: `Bearer ${token}` } : {},
+    on: {
+      closed: (event) => {
+        const e = event as { code: number; reason: string };
+        closes.push({ code: e.code, reason: e.reason });
+      },
+    },
+  });
+  return {
+    client,
+    closes,
+    subscribe<T, V extends Record<string, unknown>>(
+      document: TypedDocumentNode<T, V>,
+      variables?: V,
+    ) {
+      const queue = new ResultQueue<ExecutionResult<T>>();
+      queue.dispose = client.subscribe(
+        { query: print(document), variables: variables ?? {} },
+        sinkInto(queue),
+      );
+      return queue;
+    },
+    dispose: () => client.dispose(),
+  };
+}
+
+/** A graphql-sse client; `singleConnection` selects the protocol's single-connection mode. */
+export function sseClient(
+  url: string,
+  token?: string,
+  options: { singleConnection?: boolean } = {},
+) {
+  const client = createSseClient({
+    url: `${url}/graphql`,
+    singleConnection: options.singleConnection ?? false,
+    retryAttempts: 0,
+    headers: token ? { authorization: `Bearer ${token}` } : {},
+  });
+  return {
+    client,
+    subscribe<T, V extends Record<string, unknown>>(
+      document: TypedDocumentNode<T, V>,
+      variables?: V,
+    ) {
+      const queue = new ResultQueue<ExecutionResult<T>>();
+      queue.dispose = client.subscribe(
+        { query: print(document), variables: variables ?? {} },
+        sinkInto(queue),
+      );
+      return queue;
+    },
+    dispose: () => client.dispose(),
+  };
+}
+
+/** A GraphQL request over HTTP POST; returns the status and the parsed body. */
+export async function gql<T, V>(
+  url: string,
+  document: TypedDocumentNode<T, V> | string,
+  variables?: V,
+  token?: string,
+): Promise<{ status: number; body: ExecutionResult<T> }> {
+  const response = await fetch(`${url}/graphql`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/graphql-response+json, application/json',
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+    },
+    body: JSON.stringify({
+      query: typeof document === 'string' ? document : print(document),
+      variables,
+    }),
+    signal: AbortSignal.timeout(WAIT_MS),
+  });
+  return { status: response.status, body: (await response.json()) as ExecutionResult<T> };
+}
