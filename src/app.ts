@@ -6,12 +6,14 @@ import { type Authenticator, createAuthenticator } from './auth/index.ts';
 import type { Config } from './config.ts';
 import { type Database, openDatabase } from './db/index.ts';
 import { createServices, type Services } from './domain/index.ts';
+import { createLegacyRoutes, matchRoute } from './legacy/index.ts';
 import type { Logger } from './logger.ts';
 import {
   connectRedis,
   createMemoryPubSub,
   createRedisPubSub,
   type PubSub,
+  type RedisClients,
 } from './pubsub/index.ts';
 import { schema } from './schema/index.ts';
 import { createContextFactory } from './transport/context.ts';
@@ -58,19 +60,17 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     poolSize: config.DATABASE_POOL_SIZE,
     logger,
   });
-  let pubsub: PubSub;
+  let redis: RedisClients | null;
   try {
-    pubsub = config.REDIS_URL
-      ? createRedisPubSub(await connectRedis(config.REDIS_URL, logger), {
-          prefix: config.REDIS_PREFIX,
-          logger,
-        })
-      : createMemoryPubSub();
+    redis = config.REDIS_URL ? await connectRedis(config.REDIS_URL, logger) : null;
   } catch (error) {
     await db.close();
     throw error;
   }
-  const services = createServices({ config, pubsub });
+  const pubsub = redis
+    ? createRedisPubSub(redis, { prefix: config.REDIS_PREFIX, logger })
+    : createMemoryPubSub();
+  const services = createServices({ config, pubsub, db, redis, logger });
 
   const yoga = createGraphQLServer({
     schema,
@@ -90,13 +90,19 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     ...transportDeps,
     maxBufferedBytes: config.WS_MAX_BUFFERED_BYTES,
   });
+  const legacy = createLegacyRoutes({
+    config,
+    services,
+    auth,
+    logger: logger.child({ legacy: true }),
+  });
   const health = createHealth({
     postgres: () => db.ping(),
     ...(pubsub.kind === 'redis' ? { redis: () => pubsub.ping() } : {}),
   });
 
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
-    const path = (req.url ?? '/').split('?')[0];
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
     const length = Number(req.headers['content-length'] ?? 0);
     if (length > config.MAX_BODY_BYTES) {
       return sendJson(res, 413, {
@@ -107,6 +113,8 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
       if (path === '/healthz') return health.live(res);
       if (path === '/readyz') return health.ready(res);
       if (path === '/graphql' && isSseRequest(req)) return sse.handle(req, res);
+      const shim = matchRoute(legacy, path);
+      if (shim) return shim.route.handle(req, res, shim.path);
       return yoga.handle(req, res);
     })();
     Promise.resolve(handled).catch((error: unknown) => {
@@ -116,9 +124,11 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
   };
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const path = (req.url ?? '/').split('?')[0];
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
     socket.on('error', (error) => logger.debug({ err: error }, 'upgrade socket error'));
     if (path === '/graphql') return graphqlWs.handleUpgrade(req, socket, head);
+    const shim = matchRoute(legacy, path);
+    if (shim?.route.upgrade) return shim.route.upgrade(req, socket, head, shim.path);
     refuseUpgrade(socket, 404, 'Not Found');
   };
 
@@ -167,6 +177,7 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
         if ('closeIdleConnections' in server) server.closeIdleConnections();
         await Promise.race([closed, deadline]);
         if ('closeAllConnections' in server) server.closeAllConnections();
+        await services.stop();
         await Promise.allSettled([db.close(), pubsub.close()]);
       })();
       return stopping;

@@ -135,6 +135,12 @@ export const SETTINGS = {
     schema: positiveInt,
     default: '12000',
   }),
+  INSTANCE_TTL_MS: setting({
+    description:
+      'How long the shared entries of an instance (present users, open connections) outlive it when it dies.',
+    schema: positiveInt,
+    default: '15000',
+  }),
   SHUTDOWN_TIMEOUT_MS: setting({
     description: 'Longest graceful shutdown before the process exits anyway.',
     schema: positiveInt,

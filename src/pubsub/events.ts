@@ -1,3 +1,5 @@
+import type { MembershipChange } from './membership.ts';
+
 /**
  * The typed event map: every event that crosses instances, keyed by event name. Payloads are
  * plain JSON (they travel through Redis as JSON when REDIS_URL is set).
@@ -5,6 +7,8 @@
 export interface EventMap {
   /** A notify message on its way to every matching notify subscription (at most once). */
   notify: NotifyEnvelope;
+  /** A member's first join or last leave of a membership set (see membership.ts). */
+  membership: MembershipChange;
 }
 
 export type EventName = keyof EventMap;

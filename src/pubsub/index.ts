@@ -1,4 +1,5 @@
 export type { EventMap, EventName, NotifyEnvelope } from './events.ts';
+export { createMembership, type Membership, type MembershipChange } from './membership.ts';
 export { createMemoryPubSub } from './memory.ts';
 export type { PubSub, SubscribeOptions } from './pubsub.ts';
 export { connectRedis, createRedisPubSub, type RedisClients } from './redis.ts';

@@ -1,0 +1,20 @@
+import type { Authenticator } from '../auth/index.ts';
+import type { Config } from '../config.ts';
+import type { Services } from '../domain/index.ts';
+import type { Logger } from '../logger.ts';
+import type { LegacyRoute } from './route.ts';
+
+export { type LegacyRoute, matchRoute } from './route.ts';
+
+/** What every shim may use: the same services the GraphQL resolvers call. */
+export interface LegacyDeps {
+  config: Config;
+  services: Services;
+  auth: Authenticator;
+  logger: Logger;
+}
+
+/** The old endpoints of every replaced service, one factory per file in this folder. */
+export function createLegacyRoutes(_deps: LegacyDeps): LegacyRoute[] {
+  return [];
+}
