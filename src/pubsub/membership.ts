@@ -60,8 +60,8 @@ const memoryStore = (): Store => {
   const sets = new Map<string, Set<string>>();
   return {
     add: async (set, member) => {
-      let s = sets.get(set);
-      if (!s) sets.set(set, (s = new Set()));
+      const s = sets.get(set) ?? new Set<string>();
+      sets.set(set, s);
       const isNew = !s.has(member);
       s.add(member);
       return isNew;
@@ -199,8 +199,8 @@ export function createMembership(options: MembershipOptions): Membership {
 
   return {
     join(set, member) {
-      let members = local.get(set);
-      if (!members) local.set(set, (members = new Map()));
+      const members = local.get(set) ?? new Map<string, number>();
+      local.set(set, members);
       const count = (members.get(member) ?? 0) + 1;
       members.set(member, count);
       if (count === 1) {
