@@ -141,6 +141,32 @@ export const SETTINGS = {
     schema: positiveInt,
     default: '15000',
   }),
+  ICC_PREFIX: setting({
+    description: 'Mount point of the OpenSlides ICC endpoints.',
+    schema: z.string().startsWith('/'),
+    default: '/system/icc',
+  }),
+  OS3_PREFIX: setting({
+    description:
+      'Mount point of the OpenSlides 3 endpoints (notify, applause, autoupdate, projector).',
+    schema: z.string().startsWith('/'),
+    default: '/system',
+  }),
+  CHATTER_PREFIX: setting({
+    description: 'Mount point of the chatter endpoints.',
+    schema: z.string().startsWith('/'),
+    default: '/chatter',
+  }),
+  NOTIFIER_PREFIX: setting({
+    description: 'Mount point of the notifier endpoints.',
+    schema: z.string().startsWith('/'),
+    default: '/notifier',
+  }),
+  HEARTBEAT_PREFIX: setting({
+    description: 'Mount point of the heartbeat endpoints.',
+    schema: z.string().startsWith('/'),
+    default: '/heartbeat',
+  }),
   SHUTDOWN_TIMEOUT_MS: setting({
     description: 'Longest graceful shutdown before the process exits anyway.',
     schema: positiveInt,
