@@ -21,15 +21,6 @@ async function main(): Promise<void> {
 
   const app = await buildApp({ config, logger });
   const url = await app.start();
-  logger.info(
-    {
-      url,
-      graphql: `${url}/graphql`,
-      database: app.db.embedded ? 'embedded' : 'postgres',
-      pubsub: app.pubsub.kind,
-    },
-    'switchboard listening',
-  );
   if (app.auth.generatedKey) {
     const [user, service] = await Promise.all([
       app.auth.sign({ sub: '1', ttlSeconds: 86_400 }),
@@ -47,6 +38,15 @@ async function main(): Promise<void> {
     );
   }
 
+  logger.info(
+    {
+      url,
+      graphql: `${url}/graphql`,
+      database: app.db.embedded ? 'embedded' : 'postgres',
+      pubsub: app.pubsub.kind,
+    },
+    'switchboard listening',
+  );
   let signals = 0;
   const shutdown = (signal: NodeJS.Signals) => {
     signals += 1;

@@ -1,0 +1,266 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { createLogger } from '../src/logger.ts';
+import {
+  connectRedis,
+  createMembership,
+  createMemoryPubSub,
+  createRedisPubSub,
+  type Membership,
+  type MembershipChange,
+  type NotifyEnvelope,
+  type PubSub,
+  type RedisClients,
+  topic,
+} from '../src/pubsub/index.ts';
+import { requireRedis } from './support/redis.ts';
+
+const logger = createLogger('silent');
+const WAIT_MS = 5_000;
+
+const envelope = (name: string, extra: Partial<NotifyEnvelope> = {}): NotifyEnvelope => ({
+  senderUserId: '1',
+  senderChannelId: 'abcdefgh:1:1',
+  name,
+  message: null,
+  toAll: true,
+  toMeeting: null,
+  toUsers: [],
+  toChannels: [],
+  ...extra,
+});
+
+async function take<T>(
+  iterator: AsyncIterator<T>,
+  timeoutMs = WAIT_MS,
+): Promise<IteratorResult<T>> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`nothing within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([iterator.next(), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+interface Backend {
+  /** Two pub/subs as two instances would have them (the same one for memory). */
+  pair(): Promise<[PubSub, PubSub, () => Promise<void>]>;
+}
+
+const backends: [string, Backend][] = [
+  [
+    'memory',
+    {
+      pair: async () => {
+        const pubsub = createMemoryPubSub();
+        return [pubsub, pubsub, () => pubsub.close()];
+      },
+    },
+  ],
+  [
+    'redis',
+    {
+      pair: async () => {
+        const { url, prefix } = await requireRedis();
+        const clients: RedisClients[] = [
+          await connectRedis(url, logger),
+          await connectRedis(url, logger),
+        ];
+        const [a, b] = clients.map((c) => createRedisPubSub(c, { prefix, logger })) as [
+          PubSub,
+          PubSub,
+        ];
+        return [a, b, async () => void (await Promise.all([a.close(), b.close()]))];
+      },
+    },
+  ],
+];
+
+describe.each(backends)('pub/sub contract: %s', (_name, backend) => {
+  const cleanups: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0)) await cleanup();
+  });
+  const pair = async () => {
+    const [a, b, close] = await backend.pair();
+    cleanups.push(close);
+    return [a, b] as const;
+  };
+
+  it('delivers initial events first, then published ones, filtered and mapped', async () => {
+    const [a, b] = await pair();
+    const sub = b.subscribe<'notify', string>(topic('notify'), {
+      capacity: 10,
+      initial: ['hello'],
+      filter: (e) => e.name !== 'skip',
+      map: (e) => e.name,
+    });
+    await waitForTopic(b, 1);
+    await a.publish(topic('notify'), envelope('skip'));
+    await a.publish(topic('notify'), envelope('one'));
+    await a.publish(topic('notify'), envelope('two'));
+    expect((await take(sub)).value).toBe('hello');
+    expect((await take(sub)).value).toBe('one');
+    expect((await take(sub)).value).toBe('two');
+    await sub.return();
+  });
+
+  it('keeps topics apart', async () => {
+    const [a, b] = await pair();
+    const m1 = b.subscribe(topic('membership', 'x'), { capacity: 10 });
+    const m2 = b.subscribe(topic('membership', 'y'), { capacity: 10 });
+    await waitForTopic(b, 2);
+    await a.publish(topic('membership', 'y'), { set: 'y', member: '1', present: true });
+    await a.publish(topic('membership', 'x'), { set: 'x', member: '2', present: true });
+    expect((await take(m1)).value).toEqual({ set: 'x', member: '2', present: true });
+    expect((await take(m2)).value).toEqual({ set: 'y', member: '1', present: true });
+    m1.end();
+    m2.end();
+  });
+
+  it('ends a subscriber that falls behind instead of buffering without bound', async () => {
+    const [a, b] = await pair();
+    let overflows = 0;
+    const sub = b.subscribe(topic('notify'), { capacity: 3, onOverflow: () => overflows++ });
+    const other = b.subscribe(topic('notify'), { capacity: 100 });
+    await waitForTopic(b, 1);
+    for (let i = 0; i < 10; i++) await a.publish(topic('notify'), envelope(`m${i}`));
+    // The healthy subscriber gets all ten; the slow one was cut off once, buffer dropped.
+    for (let i = 0; i < 10; i++) expect((await take(other)).value?.name).toBe(`m${i}`);
+    expect(overflows).toBe(1);
+    expect(sub.done).toBe(true);
+    expect((await take(sub)).done).toBe(true);
+    other.end();
+  });
+
+  it('ends on abort and on return, even while waiting, and releases the topic', async () => {
+    const [, b] = await pair();
+    const controller = new AbortController();
+    const aborted = b.subscribe(topic('notify'), { capacity: 10, signal: controller.signal });
+    const returned = b.subscribe(topic('notify'), { capacity: 10 });
+    expect(b.topicCount()).toBe(1);
+    const waiting = [take(aborted), take(returned)];
+    controller.abort();
+    await returned.return();
+    for (const result of await Promise.all(waiting)) expect(result.done).toBe(true);
+    expect(b.topicCount()).toBe(0);
+  });
+});
+
+describe('redis pub/sub failures', () => {
+  it('rejects a publish it cannot deliver instead of dropping it', async () => {
+    const { url, prefix } = await requireRedis();
+    const clients = await connectRedis(url, logger);
+    const pubsub = createRedisPubSub(clients, { prefix, logger });
+    clients.command.disconnect();
+    await expect(pubsub.publish(topic('notify'), envelope('lost'))).rejects.toThrow();
+    await pubsub.close();
+  });
+
+  it('refuses to start against an unreachable Redis with a clear error', async () => {
+    await expect(connectRedis('redis://127.0.0.1:1', logger)).rejects.toThrow(/REDIS_URL/);
+  });
+});
+
+async function waitForTopic(pubsub: PubSub, count: number) {
+  // Redis confirms SUBSCRIBE asynchronously; a PING on the subscriber connection is answered
+  // after it, so once ping resolves the subscription is live.
+  expect(pubsub.topicCount()).toBe(count);
+  await pubsub.ping();
+}
+
+describe.each(backends)('membership: %s', (name, backend) => {
+  const cleanups: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0)) await cleanup();
+  });
+
+  async function instances(ttlMs = 60_000): Promise<[Membership, Membership, PubSub]> {
+    const [a, b, close] = await backend.pair();
+    const redisFor = async () => {
+      if (name !== 'redis') return {};
+      const { url, prefix } = await requireRedis();
+      const clients = await connectRedis(url, logger);
+      cleanups.push(async () => clients.command.disconnect());
+      return { redis: { client: clients.command, prefix } };
+    };
+    const prefixShared = name === 'redis' ? await redisFor() : {};
+    const m1 = createMembership({ pubsub: a, instanceId: 'i1', ttlMs, logger, ...prefixShared });
+    const m2 =
+      name === 'redis'
+        ? createMembership({ pubsub: b, instanceId: 'i2', ttlMs, logger, ...prefixShared })
+        : m1;
+    cleanups.push(async () => {
+      await Promise.all([m1.close(), m2.close()]);
+      await close();
+    });
+    return [m1, m2, a];
+  }
+
+  it('reports first join and last leave across instances once', async () => {
+    const [m1, m2, pubsub] = await instances();
+    const changes = m1.watch('group:g', { capacity: 100 });
+    await pubsub.ping();
+    const r1 = m1.join('group:g', 'u1');
+    const r2 = m2.join('group:g', 'u1');
+    const r3 = m2.join('group:g', 'u1');
+    expect((await take(changes)).value).toEqual<MembershipChange>({
+      set: 'group:g',
+      member: 'u1',
+      present: true,
+    });
+    expect(await m2.members('group:g')).toEqual(['u1']);
+    r1();
+    r2();
+    r3();
+    expect((await take(changes)).value).toEqual<MembershipChange>({
+      set: 'group:g',
+      member: 'u1',
+      present: false,
+    });
+    expect(await m1.members('group:g')).toEqual([]);
+    changes.end();
+  });
+});
+
+describe('membership of a dead instance', () => {
+  it('expires its entries and reports the members gone', async () => {
+    const { url, prefix } = await requireRedis();
+    const [c1, c2] = [await connectRedis(url, logger), await connectRedis(url, logger)];
+    const p1 = createRedisPubSub(c1, { prefix, logger });
+    const p2 = createRedisPubSub(c2, { prefix, logger });
+    const ttlMs = 300;
+    const alive = createMembership({
+      pubsub: p1,
+      instanceId: 'alive',
+      ttlMs,
+      logger,
+      redis: { client: c1.command, prefix },
+    });
+    const doomed = createMembership({
+      pubsub: p2,
+      instanceId: 'doomed',
+      ttlMs,
+      logger,
+      redis: { client: c2.command, prefix },
+    });
+    const changes = alive.watch('meeting:1', { capacity: 100 });
+    await p1.ping();
+    doomed.join('meeting:1', 'u9');
+    expect((await take(changes)).value).toEqual({ set: 'meeting:1', member: 'u9', present: true });
+    // The instance dies: its connections vanish without any leave.
+    c2.command.disconnect();
+    c2.subscriber.disconnect();
+    expect((await take(changes, ttlMs * 20)).value).toEqual({
+      set: 'meeting:1',
+      member: 'u9',
+      present: false,
+    });
+    expect(await alive.members('meeting:1')).toEqual([]);
+    changes.end();
+    await Promise.all([alive.close(), doomed.close().catch(() => {})]);
+    await p1.close();
+  });
+});
