@@ -157,6 +157,22 @@ export const SETTINGS = {
     schema: z.string().startsWith('/'),
     default: '/chatter',
   }),
+  CHAT_MAX_LENGTH: setting({
+    description: 'Longest chat message text, in characters; longer texts are refused.',
+    schema: positiveInt,
+    default: '4000',
+  }),
+  WS_TOKEN_TTL_S: setting({
+    description: 'Lifetime of a single-use ws token (createWsToken, chatter ws_token), in seconds.',
+    schema: positiveInt,
+    default: '300',
+  }),
+  CHATTER_SERVICE_SECRET: setting({
+    description:
+      'Secret a service sends as Authorization to chatter POST user. Unset: only service tokens.',
+    schema: z.string().min(1),
+    secret: true,
+  }),
   NOTIFIER_PREFIX: setting({
     description: 'Mount point of the notifier endpoints.',
     schema: z.string().startsWith('/'),
@@ -166,6 +182,99 @@ export const SETTINGS = {
     description: 'Mount point of the heartbeat endpoints.',
     schema: z.string().startsWith('/'),
     default: '/heartbeat',
+  }),
+  APPLAUSE_INTERVAL_MS: setting({
+    description:
+      'How often each instance recomputes the applause level of meetings it has subscribers for.',
+    schema: positiveInt,
+    default: '1000',
+  }),
+  APPLAUSE_WINDOW_S: setting({
+    description:
+      'Applause level = distinct users who applauded within this many seconds (fractions allowed).',
+    schema: z.coerce.number().positive(),
+    default: '5',
+  }),
+  OS3_MEETING_ID: setting({
+    description:
+      'The meeting the OpenSlides 3 endpoints act in (applause, notify presence and membership).',
+    schema: z.string().min(1),
+    default: '1',
+  }),
+  PING_MIN_INTERVAL_MS: setting({
+    description:
+      'Shortest interval between two presence pings of one user; faster pings are ignored (no error, no fan-out).',
+    schema: positiveInt,
+    default: '1000',
+  }),
+  PRESENCE_TIMEOUT_S: setting({
+    description:
+      'Seconds after its last ping a user counts as offline; presence subscribers then get online=false.',
+    schema: z.coerce.number().positive(),
+    default: '60',
+  }),
+  HEARTBEAT_KEEPALIVE_S: setting({
+    description: 'Seconds between `:` keep-alive comments on the heartbeat SSE streams.',
+    schema: z.coerce.number().positive(),
+    default: '25',
+  }),
+  TRUST_USER_CLAIM_HEADER: setting({
+    description:
+      'Heartbeat `POST ping`: take the user from the `X-User-Claim` header (set by a trusted gateway).',
+    schema: bool,
+    default: 'false',
+  }),
+  AUTOUPDATE_RETENTION: setting({
+    description:
+      'Autoupdate changes and events kept for replay: a count of change ids (e.g. 10000) or an age (e.g. 7d, 12h, 30m, 90s). Older ones are pruned; clients resuming from before them get an allData snapshot.',
+    schema: z
+      .string()
+      .regex(/^[1-9]\d*[smhd]?$/, 'must be a count like 10000 or an age like 7d, 12h, 30m, 90s')
+      .transform((v) => {
+        const unit = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[v.slice(-1)];
+        return unit === undefined ? { count: Number(v) } : { ageMs: Number(v.slice(0, -1)) * unit };
+      }),
+    default: '10000',
+  }),
+  AUTOUPDATE_PRUNE_INTERVAL_MS: setting({
+    description: 'How often each instance prunes autoupdate changes past AUTOUPDATE_RETENTION.',
+    schema: positiveInt,
+    default: '60000',
+  }),
+  AUTOUPDATE_CATCHUP_MS: setting({
+    description:
+      'How often each instance checks Postgres for committed changes it was not told about (a lost pub/sub message); live delivery does not wait for it.',
+    schema: positiveInt,
+    default: '5000',
+  }),
+  AUTOUPDATE_MAX_BATCH: setting({
+    description: 'Most items one writeData or pushEvents call may carry.',
+    schema: positiveInt,
+    default: '1000',
+  }),
+  DROP_USER_TIMEOUT_MS: setting({
+    description:
+      'How long dropUser waits for the other instances to report their closed connections.',
+    schema: positiveInt,
+    default: '2000',
+  }),
+  NOTIFIER_SECRET: setting({
+    description:
+      'Shared secret legacy connectors may send as Authorization (bare or Bearer) to notifier push_events, drop_user and clients. Unset: service tokens only.',
+    schema: z.string().min(1),
+    secret: true,
+  }),
+  NOTIFIER_OPEN: setting({
+    description:
+      'Notifier subscribe_to_events: let anyone subscribe to any access id without a token (the original behaviour; trusted networks only).',
+    schema: bool,
+    default: 'false',
+  }),
+  NOTIFIER_ANNOUNCE_TIMEOUT_MS: setting({
+    description:
+      'Time a notifier socket has to send its first frame {"access_id","timestamp"} before it is closed.',
+    schema: positiveInt,
+    default: '10000',
   }),
   SHUTDOWN_TIMEOUT_MS: setting({
     description: 'Longest graceful shutdown before the process exits anyway.',
@@ -231,4 +340,14 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError(`Invalid configuration:\n  ${problems.join('\n  ')}`);
   }
   return out as Config;
+}
+
+/** The README's configuration table (markdown), one row per setting. */
+export function configTable(): string {
+  const rows = Object.entries(SETTINGS).map(([name, s]: [string, Setting<z.ZodType>]) => {
+    const fallback = s.default === undefined ? 'unset' : `\`${s.default}\``;
+    const file = s.secret ? ` Also \`${name}_FILE\`.` : '';
+    return `| \`${name}\` | ${fallback} | ${s.description.replaceAll('|', '\\|')}${file} |`;
+  });
+  return `${['| Variable | Default | What it does |', '| --- | --- | --- |', ...rows].join('\n')}\n`;
 }
