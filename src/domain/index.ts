@@ -3,13 +3,25 @@ import type { Config } from '../config.ts';
 import type { Database } from '../db/index.ts';
 import type { Logger } from '../logger.ts';
 import {
+  createApplauseStore,
   createMembership,
+  createPresenceStore,
   type Membership,
   type PubSub,
   type RedisClients,
 } from '../pubsub/index.ts';
+import { type Applause, createApplause } from './applause.ts';
+import { type Autoupdate, createAutoupdate } from './autoupdate.ts';
+import { type ChangeLog, createChangeLog } from './change-log.ts';
+import { type Chat, createChat } from './chat.ts';
 import { type ConnectionRegistry, createConnectionRegistry } from './connections.ts';
+import { createDropUser, type DropUser, INSTANCES_SET } from './drop-user.ts';
+import { createMeetings, type Meetings } from './meetings.ts';
 import { createNotify, type Notify } from './notify.ts';
+import { createPresence, type Presence } from './presence.ts';
+import { createProjector, type Projector } from './projector.ts';
+import { createUsers, type Users } from './users.ts';
+import { createWsTokens, type WsTokens } from './ws-tokens.ts';
 
 /** Every capability of the server; GraphQL resolvers and legacy shims call only these. */
 export interface Services {
@@ -18,6 +30,26 @@ export interface Services {
   connections: ConnectionRegistry;
   membership: Membership;
   notify: Notify;
+  /** OpenSlides meetings: applause switch and member lists (Postgres). */
+  meetings: Meetings;
+  /** OpenSlides applause: level and present users per meeting, across instances. */
+  applause: Applause;
+  /** Presence pings, last seen and presence streams (backend-heartbeat). */
+  presence: Presence;
+  /** Users and their chat groups (Postgres). */
+  users: Users;
+  /** One-to-one chat: messages, history, who is online in a group. */
+  chat: Chat;
+  /** Single-use tokens for opening WebSockets (chatter's ws_token). */
+  wsTokens: WsTokens;
+  /** The autoupdate change log: writeData, pushEvents, pruning. */
+  changeLog: ChangeLog;
+  /** Autoupdate streams (keyed data and events per viewer, with replay). */
+  autoupdate: Autoupdate;
+  /** Projector streams rendered from the keyed data. */
+  projector: Projector;
+  /** Closes a user's connections on every instance. */
+  dropUser: DropUser;
   /** Stops timers and releases shared entries (shutdown). */
   stop(): Promise<void>;
 }
@@ -31,7 +63,7 @@ export interface ServiceDeps {
   logger: Logger;
 }
 
-export function createServices({ config, pubsub, redis, logger }: ServiceDeps): Services {
+export function createServices({ config, pubsub, db, redis, logger }: ServiceDeps): Services {
   const instanceId = randomUUID();
   const membership = createMembership({
     pubsub,
@@ -40,17 +72,104 @@ export function createServices({ config, pubsub, redis, logger }: ServiceDeps): 
     logger,
     ...(redis ? { redis: { client: redis.command, prefix: config.REDIS_PREFIX } } : {}),
   });
-  const connections = createConnectionRegistry();
+  // Every live instance is a member: dropUser knows how many answers to wait for.
+  membership.join(INSTANCES_SET, instanceId);
+  const changeLog = createChangeLog({
+    db,
+    pubsub,
+    logger,
+    maxBatch: config.AUTOUPDATE_MAX_BATCH,
+    retention: config.AUTOUPDATE_RETENTION,
+    pruneIntervalMs: config.AUTOUPDATE_PRUNE_INTERVAL_MS,
+    catchupMs: config.AUTOUPDATE_CATCHUP_MS,
+  });
+  const users = createUsers({ db, serviceSecret: config.CHATTER_SERVICE_SECRET });
+  const chat = createChat({
+    db,
+    pubsub,
+    membership,
+    users,
+    logger,
+    maxLength: config.CHAT_MAX_LENGTH,
+    subscriptionBuffer: config.SUBSCRIPTION_BUFFER,
+  });
+  const wsTokens = createWsTokens({ db, ttlSeconds: config.WS_TOKEN_TTL_S, logger });
+  // Every open connection with a user feeds chat presence (first/last connection per group).
+  const connections = createConnectionRegistry({
+    track: chat.track,
+    onTrackError: (error) => logger.warn({ err: error }, 'chat presence tracking failed'),
+  });
+  const meetings = createMeetings({ db });
+  const applause = createApplause({
+    store: createApplauseStore({
+      windowMs: config.APPLAUSE_WINDOW_S * 1000,
+      ...(redis ? { redis: { client: redis.command, prefix: config.REDIS_PREFIX } } : {}),
+    }),
+    meetings,
+    membership,
+    intervalMs: config.APPLAUSE_INTERVAL_MS,
+    subscriptionBuffer: config.SUBSCRIPTION_BUFFER,
+    logger,
+  });
+  const presence = createPresence({
+    pubsub,
+    db,
+    store: createPresenceStore({
+      minIntervalMs: config.PING_MIN_INTERVAL_MS,
+      // The cache outlives the timeout a little; after that lastSeen reads Postgres.
+      ttlMs: config.PRESENCE_TIMEOUT_S * 2000,
+      ...(redis ? { redis: { client: redis.command, prefix: config.REDIS_PREFIX } } : {}),
+    }),
+    timeoutMs: config.PRESENCE_TIMEOUT_S * 1000,
+    subscriptionBuffer: config.SUBSCRIPTION_BUFFER,
+    logger,
+  });
+  const projector = createProjector({
+    db,
+    changeLog,
+    subscriptionBuffer: config.SUBSCRIPTION_BUFFER,
+    logger,
+  });
+  const dropUser = createDropUser({
+    pubsub,
+    membership,
+    connections,
+    instanceId,
+    timeoutMs: config.DROP_USER_TIMEOUT_MS,
+    logger,
+  });
   return {
     instanceId,
     connections,
     membership,
     notify: createNotify({
       pubsub,
+      meetings,
+      membership,
       subscriptionBuffer: config.SUBSCRIPTION_BUFFER,
       messageMaxBytes: config.MESSAGE_MAX_BYTES,
     }),
+    meetings,
+    applause,
+    presence,
+    users,
+    chat,
+    wsTokens,
+    changeLog,
+    autoupdate: createAutoupdate({
+      db,
+      changeLog,
+      subscriptionBuffer: config.SUBSCRIPTION_BUFFER,
+    }),
+    projector,
+    dropUser,
     async stop() {
+      dropUser.stop();
+      projector.stop();
+      changeLog.stop();
+      wsTokens.stop();
+      presence.close();
+      applause.stop();
       await membership.close();
     },
   };

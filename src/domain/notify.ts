@@ -2,8 +2,15 @@ import { randomInt } from 'node:crypto';
 import type { Viewer } from '../auth/index.ts';
 import { CloseCode } from '../close-codes.ts';
 import { badInput, unauthenticated } from '../errors.ts';
-import { type NotifyEnvelope, type PubSub, type Subscription, topic } from '../pubsub/index.ts';
+import {
+  type Membership,
+  type NotifyEnvelope,
+  type PubSub,
+  type Subscription,
+  topic,
+} from '../pubsub/index.ts';
 import type { Connection } from './connections.ts';
+import { type Meetings, meetingPresenceSet } from './meetings.ts';
 
 /** The first event of every notify stream: the channel id its owner publishes with. */
 export interface NotifyChannel {
@@ -29,6 +36,10 @@ export interface PublishInput {
 
 export interface NotifyOptions {
   pubsub: PubSub;
+  /** Member lists: a meeting with members admits only members to its stream and messages. */
+  meetings: Meetings;
+  /** Users with a notify stream on a meeting are present there (applause presentUsers). */
+  membership: Membership;
   /** Events buffered per subscriber before it is closed as a slow consumer. */
   subscriptionBuffer: number;
   /** Largest serialized `message` accepted. */
@@ -65,17 +76,20 @@ export function createNotify(options: NotifyOptions) {
     /**
      * Opens a notify stream for the viewer: first its NotifyChannel, then every message that
      * targets everyone, the stream's meeting, the viewer or the channel. Ends with the connection.
+     * With a meetingId the viewer must be admitted to the meeting (FORBIDDEN for non-members of
+     * a meeting with members) and counts as present there while the stream is open.
      */
-    subscribe(
+    async subscribe(
       viewer: Viewer | null,
       meetingId: string | null,
       connection: Connection,
-    ): Subscription<NotifyEvent> {
+    ): Promise<Subscription<NotifyEvent>> {
       if (!viewer) throw unauthenticated('Anonymous users cannot receive notify messages');
+      if (meetingId !== null) await options.meetings.enter(viewer, meetingId);
       counter += 1;
       const channelId = `${instancePart}:${viewer.userId}:${counter}`;
       const { userId } = viewer;
-      return options.pubsub.subscribe<'notify', NotifyEvent>(notifyTopic, {
+      const subscription = options.pubsub.subscribe<'notify', NotifyEvent>(notifyTopic, {
         capacity: options.subscriptionBuffer,
         signal: connection.signal,
         onOverflow: () => connection.close(CloseCode.SlowConsumer, 'slow consumer'),
@@ -86,6 +100,10 @@ export function createNotify(options: NotifyOptions) {
           m.toUsers.includes(userId) ||
           m.toChannels.includes(channelId),
       });
+      if (meetingId !== null && !subscription.done) {
+        subscription.onEnd(options.membership.join(meetingPresenceSet(meetingId), userId));
+      }
+      return subscription;
     },
 
     /** Validates and publishes one message; throws AppError on bad input, changes nothing then. */
@@ -108,6 +126,8 @@ export function createNotify(options: NotifyOptions) {
       if (size > options.messageMaxBytes) {
         throw badInput(`The message is ${size} bytes; the limit is ${options.messageMaxBytes}`);
       }
+      // Only members may send into a meeting with a member list.
+      if (toMeeting !== null) await options.meetings.enter(viewer, toMeeting);
       await options.pubsub.publish(notifyTopic, {
         senderUserId: viewer.userId,
         senderChannelId: input.channelId,

@@ -2,6 +2,12 @@ import type { Authenticator } from '../auth/index.ts';
 import type { Config } from '../config.ts';
 import type { Services } from '../domain/index.ts';
 import type { Logger } from '../logger.ts';
+import { createChatterRoute } from './chatter.ts';
+import { createHeartbeatRoute } from './heartbeat.ts';
+import { createIccRoute } from './icc.ts';
+import { createNotifierRoute } from './notifier.ts';
+import { createOs3Route } from './os3.ts';
+import { createOs3AutoupdateRoutes } from './os3-autoupdate.ts';
 import type { LegacyRoute } from './route.ts';
 
 export { type LegacyRoute, matchRoute } from './route.ts';
@@ -15,6 +21,13 @@ export interface LegacyDeps {
 }
 
 /** The old endpoints of every replaced service, one factory per file in this folder. */
-export function createLegacyRoutes(_deps: LegacyDeps): LegacyRoute[] {
-  return [];
+export function createLegacyRoutes(deps: LegacyDeps): LegacyRoute[] {
+  return [
+    createChatterRoute(deps),
+    createHeartbeatRoute(deps),
+    createIccRoute(deps),
+    createOs3Route(deps),
+    ...createOs3AutoupdateRoutes(deps),
+    createNotifierRoute(deps),
+  ];
 }

@@ -1,6 +1,23 @@
-export type { EventMap, EventName, NotifyEnvelope } from './events.ts';
+export { type ApplauseStore, createApplauseStore } from './applause-store.ts';
+export type {
+  ChangeRange,
+  ChatMessageEvent,
+  DropUserCommand,
+  DropUserReply,
+  EventMap,
+  EventName,
+  NotifyEnvelope,
+  PresencePingEvent,
+  PresenceStatusName,
+} from './events.ts';
 export { createMembership, type Membership, type MembershipChange } from './membership.ts';
 export { createMemoryPubSub } from './memory.ts';
+export {
+  createPresenceStore,
+  type PresenceSnapshot,
+  type PresenceStore,
+  type RecordResult,
+} from './presence-store.ts';
 export type { PubSub, SubscribeOptions } from './pubsub.ts';
 export { connectRedis, createRedisPubSub, type RedisClients } from './redis.ts';
 export { Subscription, type SubscriptionOptions } from './subscription.ts';
