@@ -20,20 +20,49 @@ export interface Connection {
 
 /** The open connections of this instance, by user. */
 export interface ConnectionRegistry {
-  /** Adds a connection until its signal aborts. */
+  /**
+   * Adds a connection until its signal aborts. Connections with a user are also handed to the
+   * `track` hook (e.g. chat presence: the user's first/last open connection on any instance).
+   */
   add(connection: Connection): void;
   forUser(userId: string): Connection[];
   all(): Iterable<Connection>;
   readonly size: number;
 }
 
-export function createConnectionRegistry(): ConnectionRegistry {
+/**
+ * Follows one connection while it is open: resolves a release that runs once the connection
+ * closes (also when it closed before the promise settled), or null to follow nothing.
+ */
+export type ConnectionTracker = (connection: Connection) => Promise<(() => void) | null>;
+
+export interface ConnectionRegistryOptions {
+  /** Called for each added connection that has a viewer; see {@link ConnectionTracker}. */
+  track?: ConnectionTracker;
+  /** Where a failing tracker is reported; it never fails the connection. */
+  onTrackError?: (error: unknown, connection: Connection) => void;
+}
+
+export function createConnectionRegistry(
+  options: ConnectionRegistryOptions = {},
+): ConnectionRegistry {
   const all = new Set<Connection>();
   const byUser = new Map<string, Set<Connection>>();
+  const track = (connection: Connection, tracker: ConnectionTracker) => {
+    tracker(connection).then(
+      (release) => {
+        if (!release) return;
+        if (connection.signal.aborted) return release();
+        connection.signal.addEventListener('abort', release, { once: true });
+      },
+      (error: unknown) => options.onTrackError?.(error, connection),
+    );
+  };
   return {
     add(connection) {
       if (connection.signal.aborted) return;
       all.add(connection);
+      if (connection.viewer && options.track) track(connection, options.track);
       const userId = connection.viewer?.userId;
       if (userId !== undefined) {
         let set = byUser.get(userId);

@@ -1,0 +1,248 @@
+import type { Viewer } from '../auth/index.ts';
+import { CloseCode } from '../close-codes.ts';
+import type { Database } from '../db/index.ts';
+import { badInput, forbidden, notFound, unauthenticated } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import {
+  type ChatMessageEvent,
+  type Membership,
+  type PubSub,
+  Subscription,
+  topic,
+} from '../pubsub/index.ts';
+import type { Connection } from './connections.ts';
+import type { Users } from './users.ts';
+
+/** A stored chat message: real id (decimal string), ISO-8601 createdAt. */
+export type ChatMessage = ChatMessageEvent;
+
+/** A user of the viewer's group got its first open connection (active) or lost its last. */
+export interface ConnectionState {
+  userId: string;
+  active: boolean;
+}
+
+export type ChatEvent = ChatMessage | ConnectionState;
+
+export const isConnectionState = (event: ChatEvent): event is ConnectionState => 'active' in event;
+
+/** What `sendChatMessage` (and a chatter WebSocket frame) carries; the sender is the viewer. */
+export interface SendInput {
+  to: string;
+  text?: string | null | undefined;
+  imagePath?: string | null | undefined;
+}
+
+export interface ChatOptions {
+  db: Database;
+  pubsub: PubSub;
+  membership: Membership;
+  users: Users;
+  logger: Logger;
+  /** Longest text in characters (CHAT_MAX_LENGTH). */
+  maxLength: number;
+  /** Events buffered per chat subscription before its connection closes as slow (4499). */
+  subscriptionBuffer: number;
+}
+
+/** Default and largest page of `messages`. */
+export const DEFAULT_PAGE = 50;
+export const MAX_PAGE = 200;
+const MAX_IMAGE_PATH = 2048;
+
+/** The membership set of users with an open connection in `group` (any transport, instance). */
+const presenceSet = (group: string) => `chat-presence:${encodeURIComponent(group)}`;
+
+/** One key per conversation, whatever the direction (unambiguous for any ids). */
+const pairKey = (a: string, b: string) => JSON.stringify(a < b ? [a, b] : [b, a]);
+
+type Row = {
+  id: bigint;
+  fromId: string;
+  toId: string;
+  text: string | null;
+  imagePath: string | null;
+  createdAt: Date;
+};
+
+const toMessage = (row: Row): ChatMessage => ({
+  id: row.id.toString(),
+  from: row.fromId,
+  to: row.toId,
+  text: row.text,
+  imagePath: row.imagePath,
+  createdAt: row.createdAt.toISOString(),
+});
+
+const optionalText = (value: string | null | undefined) =>
+  value === null || value === undefined || value === '' ? null : value;
+
+/** Moves every event of `source` into `target` until either ends. */
+function pump<S, T>(source: Subscription<S>, target: Subscription<T>, map: (event: S) => T | null) {
+  target.onEnd(() => source.end());
+  void (async () => {
+    for await (const event of source) {
+      const mapped = map(event);
+      if (mapped !== null && !target.push(mapped)) break;
+    }
+  })();
+}
+
+/**
+ * One-to-one chat within a group. Messages are stored in Postgres first, then published once
+ * on each party's own topic, so every open chat stream of sender and recipient on every
+ * instance gets them once (at most once live; `messages` is the complete history). Who is
+ * online comes from the membership registry: a set per group of users with at least one open
+ * connection (any transport, any instance), fed by `track`.
+ */
+export function createChat(options: ChatOptions) {
+  const { db, pubsub, membership, users, logger } = options;
+  const { prisma } = db;
+
+  const requireUser = (viewer: Viewer | null) => {
+    if (!viewer) throw unauthenticated('Anonymous users cannot chat');
+    return viewer;
+  };
+
+  /** Stores and delivers one message from the viewer. */
+  async function send(viewerOrNull: Viewer | null, input: SendInput): Promise<ChatMessage> {
+    const viewer = requireUser(viewerOrNull);
+    const to = typeof input.to === 'string' ? input.to : '';
+    if (to === '') throw badInput('The recipient is required');
+    const text = optionalText(input.text);
+    const imagePath = optionalText(input.imagePath);
+    if (text === null && imagePath === null) throw badInput('A text or an imagePath is required');
+    if (text !== null && text.length > options.maxLength) {
+      throw badInput(`The text is ${text.length} characters; the limit is ${options.maxLength}`);
+    }
+    if (imagePath !== null && imagePath.length > MAX_IMAGE_PATH) {
+      throw badInput(`The imagePath is longer than ${MAX_IMAGE_PATH} characters`);
+    }
+    await users.ensure(viewer);
+    const found = await users.find([viewer.userId, to]);
+    const recipient = found.get(to);
+    if (!recipient) throw notFound(`Unknown user ${JSON.stringify(to)}`);
+    const group = found.get(viewer.userId)?.group ?? null;
+    if (group === null || recipient.group !== group) {
+      throw forbidden('The recipient is not in your chat group');
+    }
+    const row = await prisma.chatMessage.create({
+      data: {
+        fromId: viewer.userId,
+        toId: to,
+        pairKey: pairKey(viewer.userId, to),
+        text,
+        imagePath,
+      },
+    });
+    const message = toMessage(row);
+    // Stored: from here on the message exists whatever happens to live delivery.
+    const parties = to === viewer.userId ? [to] : [viewer.userId, to];
+    await Promise.all(
+      parties.map((userId) =>
+        pubsub.publish(topic('chat', userId), message).catch((error: unknown) => {
+          logger.error({ err: error, messageId: message.id }, 'chat delivery failed');
+        }),
+      ),
+    );
+    return message;
+  }
+
+  /**
+   * The conversation of the viewer with `peerId`, ordered by id ascending: the `limit` (default
+   * 50, at most 200) messages just before `before` (or the latest). Page back by passing the
+   * first id of a page as the next `before`. NOT_FOUND when the peer is unknown.
+   */
+  async function history(
+    viewerOrNull: Viewer | null,
+    peerId: string,
+    page: { before?: string | null | undefined; limit?: number | null | undefined } = {},
+  ): Promise<ChatMessage[]> {
+    const viewer = requireUser(viewerOrNull);
+    const limit = Math.min(page.limit ?? DEFAULT_PAGE, MAX_PAGE);
+    if (!Number.isInteger(limit) || limit < 1) throw badInput('limit must be a positive integer');
+    let before: bigint | null = null;
+    if (page.before !== null && page.before !== undefined) {
+      if (!/^\d{1,18}$/.test(page.before)) throw badInput('before must be a message id');
+      before = BigInt(page.before);
+    }
+    if (peerId !== viewer.userId && !(await users.find([peerId])).has(peerId)) {
+      throw notFound(`Unknown user ${JSON.stringify(peerId)}`);
+    }
+    const rows = await prisma.chatMessage.findMany({
+      where: {
+        pairKey: pairKey(viewer.userId, peerId),
+        ...(before === null ? {} : { id: { lt: before } }),
+      },
+      orderBy: { id: 'desc' },
+      take: limit,
+    });
+    return rows.reverse().map(toMessage);
+  }
+
+  /** Every user of the viewer's group, with whether it has an open connection anywhere. */
+  async function connections(viewerOrNull: Viewer | null): Promise<ConnectionState[]> {
+    const viewer = requireUser(viewerOrNull);
+    const { group } = await users.self(viewer);
+    if (group === null) return [{ userId: viewer.userId, active: true }];
+    const [members, online] = await Promise.all([
+      users.inGroup(group),
+      membership.members(presenceSet(group)),
+    ]);
+    const active = new Set(online);
+    return members.map((user) => ({ userId: user.userId, active: active.has(user.userId) }));
+  }
+
+  /**
+   * The viewer's chat stream: messages to or from it (only those with `peerId` when given) and
+   * ConnectionState changes of the other users of its group. Ends with the connection; a
+   * consumer that falls `subscriptionBuffer` events behind has its connection closed (4499).
+   */
+  async function subscribe(
+    viewerOrNull: Viewer | null,
+    peerId: string | null,
+    connection: Connection,
+  ): Promise<Subscription<ChatEvent>> {
+    const viewer = requireUser(viewerOrNull);
+    const { userId } = viewer;
+    const { group } = await users.self(viewer);
+    const capacity = options.subscriptionBuffer;
+    const onOverflow = () => connection.close(CloseCode.SlowConsumer, 'slow consumer');
+    const events = new Subscription<ChatEvent>({
+      capacity,
+      signal: connection.signal,
+      onOverflow,
+    });
+    if (events.done) return events;
+    const messages = pubsub.subscribe(topic('chat', userId), {
+      capacity,
+      signal: connection.signal,
+      ...(peerId === null ? {} : { filter: (m) => m.from === peerId || m.to === peerId }),
+    });
+    pump(messages, events, (m) => m);
+    if (group !== null) {
+      const changes = membership.watch(presenceSet(group), { capacity, signal: connection.signal });
+      pump(changes, events, (c) =>
+        c.member === userId ? null : { userId: c.member, active: c.present },
+      );
+    }
+    return events;
+  }
+
+  /**
+   * Presence tracking for the connection registry: while a connection of a user with a group
+   * is open, the user is a member of its group's presence set (reference-counted, so only the
+   * first open and the last close anywhere announce a change). Service callers are not users.
+   */
+  async function track(connection: Connection): Promise<(() => void) | null> {
+    const viewer = connection.viewer;
+    if (!viewer || viewer.isService) return null;
+    const { group } = await users.self(viewer);
+    if (group === null || connection.signal.aborted) return null;
+    return membership.join(presenceSet(group), viewer.userId);
+  }
+
+  return { send, history, connections, subscribe, track };
+}
+
+export type Chat = ReturnType<typeof createChat>;

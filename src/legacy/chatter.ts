@@ -1,0 +1,354 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type WebSocket, WebSocketServer } from 'ws';
+import type { Viewer } from '../auth/index.ts';
+import { CloseCode } from '../close-codes.ts';
+import { type ChatEvent, type ChatMessage, isConnectionState } from '../domain/chat.ts';
+import type { UserAdmin } from '../domain/users.ts';
+import { ErrorCode, isAppError } from '../errors.ts';
+import { closeOnExpiry, createConnection } from '../transport/connection.ts';
+import { refuseUpgrade } from '../transport/http.ts';
+import type { LegacyDeps } from './index.ts';
+import type { LegacyRoute } from './route.ts';
+
+/**
+ * Close code of a chatter WebSocket that sent a frame that is not a JSON object with a string
+ * `username_to` (RFC 6455 1007: data inconsistent with the message type). Only that socket closes.
+ */
+export const CHATTER_BAD_FRAME = 1007;
+
+/** chatter's envelope: `{"result": x, "message": null}` or `{"result": null, "message": [...]}`. */
+function reply(res: ServerResponse, status: number, result: unknown): void {
+  send(res, status, { result, message: null });
+}
+
+function say(res: ServerResponse, status: number, message: string): void {
+  send(res, status, { result: null, message: [{ message }] });
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent) return void res.end();
+  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-cache' });
+  res.end(JSON.stringify(body));
+}
+
+/** A chat message as chatter framed it (empty text / image omitted, like the original). */
+function chatFrame(m: ChatMessage) {
+  return {
+    id: m.id,
+    username_from: m.from,
+    username_to: m.to,
+    ...(m.text === null ? {} : { message: m.text }),
+    ...(m.imagePath === null ? {} : { image_path: m.imagePath }),
+    created: m.createdAt,
+  };
+}
+
+function frameOf(event: ChatEvent) {
+  return isConnectionState(event)
+    ? { username: event.userId, active: event.active }
+    : chatFrame(event);
+}
+
+const NOT_AUTHORISED = 'Not authorised';
+const isJwt = (token: string) => token.split('.').length === 3;
+
+function readBody(req: IncomingMessage, maxBytes: number): Promise<string | null> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > maxBytes) {
+        resolve(null);
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.once('error', reject);
+  });
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+const isObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+const optionalString = (value: unknown) =>
+  value === undefined || value === null || typeof value === 'string';
+
+/**
+ * The chatter service (EmotivesProject) under CHATTER_PREFIX: `GET healthz`, `POST user`,
+ * `GET ws_token`, `GET messages`, `GET connections` and the `ws` WebSocket, with chatter's
+ * envelope and status codes, on top of the chat, users and ws-token capabilities.
+ */
+export function createChatterRoute(deps: LegacyDeps): LegacyRoute {
+  const { config, services, auth, logger } = deps;
+  const wss = new WebSocketServer({ noServer: true, maxPayload: config.MAX_BODY_BYTES });
+
+  /** The caller of a JWT-protected endpoint: `Authorization: Bearer <jwt>`, a bare JWT, `?token=`. */
+  async function viewerOf(req: IncomingMessage): Promise<Viewer | null> {
+    const header = req.headers.authorization?.trim();
+    if (header && !/^bearer\s/i.test(header)) return auth.verify(header);
+    return auth.fromRequest({ headers: req.headers, url: req.url });
+  }
+
+  /** The viewer, or null after answering 400 "Not authorised" (chatter's middleware). */
+  async function requireViewer(req: IncomingMessage, res: ServerResponse) {
+    try {
+      const viewer = await viewerOf(req);
+      if (viewer) return viewer;
+    } catch (error) {
+      if (!isAppError(error)) throw error;
+    }
+    say(res, 400, NOT_AUTHORISED);
+    return null;
+  }
+
+  function fail(res: ServerResponse, error: unknown, what: string): void {
+    if (isAppError(error)) {
+      say(res, error.code === ErrorCode.NotFound ? 404 : 400, error.message);
+    } else {
+      logger.error({ err: error }, `chatter ${what} failed`);
+      say(res, 500, 'Internal server error');
+    }
+  }
+
+  async function createUser(req: IncomingMessage, res: ServerResponse) {
+    const header = req.headers.authorization?.trim() ?? '';
+    let admin: UserAdmin = { secret: header };
+    // A service token is accepted as well as the shared secret.
+    if (isJwt(header.replace(/^bearer\s+/i, ''))) {
+      const viewer = await viewerOf(req).catch(() => null);
+      if (viewer?.isService) admin = viewer;
+    }
+    try {
+      services.users.authorize(admin);
+    } catch (error) {
+      if (isAppError(error)) return say(res, 400, NOT_AUTHORISED);
+      throw error;
+    }
+    const text = await readBody(req, config.MAX_BODY_BYTES);
+    const body = text === null ? undefined : parseJson(text);
+    // Only username and user_group are read, as in the original.
+    if (!isObject(body) || typeof body['username'] !== 'string') {
+      return say(res, 400, 'Bad body: expected {"username": "...", "user_group": "..."}');
+    }
+    const group = body['user_group'];
+    if (!optionalString(group)) return say(res, 400, 'Bad body: user_group must be a string');
+    try {
+      await services.users.create(admin, {
+        userId: body['username'],
+        group: (group as string | null | undefined) ?? null,
+      });
+      say(res, 201, 'Created user');
+    } catch (error) {
+      fail(res, error, 'create user');
+    }
+  }
+
+  async function wsToken(req: IncomingMessage, res: ServerResponse) {
+    const viewer = await requireViewer(req, res);
+    if (!viewer) return;
+    try {
+      const created = await services.wsTokens.create(viewer);
+      reply(res, 201, {
+        token: created.token,
+        username: created.userId,
+        expires: Math.floor(created.expiresAt.getTime() / 1000),
+      });
+    } catch (error) {
+      fail(res, error, 'ws_token');
+    }
+  }
+
+  async function messages(req: IncomingMessage, res: ServerResponse, query: URLSearchParams) {
+    const viewer = await requireViewer(req, res);
+    if (!viewer) return;
+    const from = query.get('from');
+    const to = query.get('to');
+    if (from !== viewer.userId || !to) return say(res, 422, 'Wrong');
+    const limitText = query.get('limit');
+    const limit = limitText === null || limitText === '' ? null : Number(limitText);
+    if (limit !== null && !Number.isInteger(limit)) {
+      return say(res, 400, 'limit must be a positive integer');
+    }
+    try {
+      const page = await services.chat.history(viewer, to, { before: query.get('before'), limit });
+      reply(res, 200, page.map(chatFrame));
+    } catch (error) {
+      if (isAppError(error) && error.code === ErrorCode.NotFound) return say(res, 422, 'Wrong');
+      fail(res, error, 'messages');
+    }
+  }
+
+  async function connections(req: IncomingMessage, res: ServerResponse) {
+    const viewer = await requireViewer(req, res);
+    if (!viewer) return;
+    try {
+      const states = await services.chat.connections(viewer);
+      reply(
+        res,
+        200,
+        states.map((s) => ({ username: s.userId, active: s.active })),
+      );
+    } catch (error) {
+      fail(res, error, 'connections');
+    }
+  }
+
+  /**
+   * The viewer a `?token=` stands for: a JWT is verified, anything else is consumed as a
+   * single-use ws token. Null when refused (bad, used or expired).
+   */
+  async function socketViewer(url: string | undefined): Promise<Viewer | null> {
+    const token = new URL(url ?? '/', 'http://localhost').searchParams.get('token') ?? '';
+    try {
+      return isJwt(token) ? await auth.verify(token) : await services.wsTokens.consume(token);
+    } catch (error) {
+      if (isAppError(error)) return null;
+      throw error;
+    }
+  }
+
+  /** Serves one chatter socket: chat and presence frames out, chat frames in. */
+  function serveSocket(socket: WebSocket, viewer: Viewer) {
+    const connection = createConnection('legacy-ws', viewer, (code, reason) =>
+      socket.close(code, reason),
+    );
+    services.connections.add(connection);
+    closeOnExpiry(connection, () => connection.close(CloseCode.TokenExpired, 'token expired'));
+
+    const write = (frame: unknown) => {
+      if (socket.readyState !== socket.OPEN) return;
+      if (socket.bufferedAmount > config.WS_MAX_BUFFERED_BYTES) {
+        logger.warn({ user: viewer.userId }, 'slow chatter consumer closed');
+        return connection.close(CloseCode.SlowConsumer, 'slow consumer');
+      }
+      socket.send(JSON.stringify(frame));
+    };
+
+    const subscribed = services.chat.subscribe(viewer, null, connection);
+    void (async () => {
+      try {
+        for await (const event of await subscribed) write(frameOf(event));
+      } catch (error) {
+        logger.error({ err: error }, 'chatter stream failed');
+        connection.close(CloseCode.InternalError, 'Internal server error');
+      }
+    })();
+
+    // Frames of one socket are sent in the order they came, once the socket's own stream is
+    // subscribed (so a client that sends at once still sees its own messages echoed).
+    let inbound: Promise<unknown> = subscribed.catch(() => {});
+    socket.on('message', (data, isBinary) => {
+      const frame = isBinary ? undefined : parseJson(String(data));
+      if (
+        !isObject(frame) ||
+        typeof frame['username_to'] !== 'string' ||
+        !optionalString(frame['message']) ||
+        !optionalString(frame['image_path'])
+      ) {
+        connection.close(CHATTER_BAD_FRAME as CloseCode, 'malformed frame');
+        return;
+      }
+      const input = {
+        to: frame['username_to'],
+        text: frame['message'] as string | null | undefined,
+        imagePath: frame['image_path'] as string | null | undefined,
+      };
+      inbound = inbound.then(async () => {
+        try {
+          // Delivered back to this socket through the sender's own chat topic.
+          await services.chat.send(viewer, input);
+        } catch (error) {
+          if (!isAppError(error)) logger.error({ err: error }, 'chatter send failed');
+          // Refused messages are answered on the socket, which stays open.
+          write({
+            result: null,
+            message: [{ message: isAppError(error) ? error.message : 'Internal server error' }],
+          });
+        }
+      });
+    });
+
+    let alive = true;
+    socket.on('pong', () => {
+      alive = true;
+    });
+    const pinger = setInterval(() => {
+      if (!alive) return socket.terminate();
+      alive = false;
+      socket.ping();
+    }, config.WS_KEEPALIVE_MS);
+    pinger.unref();
+    socket.on('error', (error) => {
+      logger.debug({ err: error }, 'chatter socket error');
+      socket.terminate();
+    });
+    socket.once('close', () => {
+      clearInterval(pinger);
+      connection.close(CloseCode.Normal, 'closed');
+    });
+  }
+
+  return {
+    prefix: config.CHATTER_PREFIX,
+    async handle(req, res, path) {
+      const route = path.length > 1 ? path.replace(/\/+$/, '') : path;
+      const query = new URL(req.url ?? '/', 'http://localhost').searchParams;
+      const method = req.method ?? 'GET';
+      const only = (allowed: string) => {
+        if (method === allowed) return true;
+        res.setHeader('allow', allowed);
+        say(res, 405, 'Method not allowed');
+        return false;
+      };
+      switch (route) {
+        case '/healthz':
+          if (only('GET')) say(res, 200, 'Health OK');
+          return;
+        case '/user':
+          if (only('POST')) await createUser(req, res);
+          return;
+        case '/ws_token':
+          if (only('GET')) await wsToken(req, res);
+          return;
+        case '/messages':
+          if (only('GET')) await messages(req, res, query);
+          return;
+        case '/connections':
+          if (only('GET')) await connections(req, res);
+          return;
+        case '/ws': {
+          // A plain request: the token is checked (and used up) as the original did.
+          const viewer = await socketViewer(req.url);
+          if (!viewer) return say(res, 403, 'Forbidden');
+          return say(res, 400, 'Expected a WebSocket upgrade');
+        }
+        default:
+          say(res, 404, 'Not found');
+      }
+    },
+    upgrade(req, socket, head, path) {
+      if (path.replace(/\/+$/, '') !== '/ws') return refuseUpgrade(socket, 404, 'Not Found');
+      socketViewer(req.url).then(
+        (viewer) => {
+          if (!viewer) return refuseUpgrade(socket, 403, 'Forbidden');
+          wss.handleUpgrade(req, socket, head, (ws) => serveSocket(ws, viewer));
+        },
+        (error: unknown) => {
+          logger.error({ err: error }, 'chatter ws authentication failed');
+          refuseUpgrade(socket, 500, 'Internal Server Error');
+        },
+      );
+    },
+  };
+}
