@@ -1,0 +1,359 @@
+import type { Viewer } from '../auth/index.ts';
+import type { Database } from '../db/index.ts';
+import { badInput, unauthenticated } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import {
+  type PresencePingEvent,
+  type PresenceSnapshot,
+  type PresenceStatusName,
+  type PresenceStore,
+  type PubSub,
+  Subscription,
+  topic,
+} from '../pubsub/index.ts';
+
+export type PresenceStatus = PresenceStatusName;
+
+/** A ping as a viewer sees it: `online` is computed when it is sent. */
+export interface PresencePing {
+  userId: string;
+  status: PresenceStatus;
+  /** The raw code: "0".."3" for the four statuses, or any string a legacy client sent. */
+  statusCode: string;
+  time: Date;
+  /** True while the ping is younger than the presence timeout. */
+  online: boolean;
+}
+
+/** The legacy status codes of the four statuses (backend-heartbeat). */
+export const STATUS_CODES: Readonly<Record<PresenceStatus, string>> = {
+  ACTIVE: '0',
+  AWAY: '1',
+  DO_NOT_DISTURB: '2',
+  INVISIBLE: '3',
+};
+
+const STATUS_BY_CODE = new Map(
+  Object.entries(STATUS_CODES).map(([status, code]) => [code, status as PresenceStatus]),
+);
+
+/** "0".."3" map to their status; any other string counts as ACTIVE (the code is kept). */
+export const statusOfCode = (code: string): PresenceStatus => STATUS_BY_CODE.get(code) ?? 'ACTIVE';
+
+/** Longest status code and user id accepted. */
+const MAX_CODE_LENGTH = 64;
+const MAX_USER_ID_LENGTH = 256;
+
+export interface PresenceOptions {
+  pubsub: PubSub;
+  db: Database;
+  /** The live cache (Redis or memory) with the per-user minimum interval. */
+  store: PresenceStore;
+  /** PRESENCE_TIMEOUT_S in milliseconds: a ping older than this is offline. */
+  timeoutMs: number;
+  /** Events buffered per subscriber before it is closed as a slow consumer. */
+  subscriptionBuffer: number;
+  logger: Logger;
+}
+
+/** How a presence stream is bound to its connection. */
+export interface PresenceStreamOptions {
+  /** Ends the stream (connection closed). */
+  signal: AbortSignal;
+  /** Runs when the subscriber falls `subscriptionBuffer` events behind (the stream has ended). */
+  onOverflow: () => void;
+  /** Also send online=false when the last ping times out. Default true. */
+  timeouts?: boolean;
+}
+
+interface Subscriber {
+  /** The subscriber is the watched user: sees every ping, INVISIBLE included. */
+  own: boolean;
+  timeouts: boolean;
+  /** False until its first event (the cached ping) is queued; live events wait until then. */
+  ready: boolean;
+  out: Subscription<PresencePing>;
+}
+
+/**
+ * What this instance knows of one watched user (a user with at least one local subscriber):
+ * the newest ping of each kind, and one timer for the next offline transition. Every instance
+ * computes the transition itself from the pings it received, so instances never coordinate.
+ */
+interface Watch {
+  userId: string;
+  own: PresencePingEvent | null;
+  visible: PresencePingEvent | null;
+  /** online=false already sent (or implied) for the current `own` / `visible` ping. */
+  ownOffline: boolean;
+  visibleOffline: boolean;
+  subscribers: Set<Subscriber>;
+  source: Subscription<PresencePingEvent>;
+  timer: NodeJS.Timeout | null;
+}
+
+// Pings from the pub/sub are consumed at once by the watch loop; this only bounds a stall.
+const SOURCE_CAPACITY = 10_000;
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+const checkUserId = (userId: string) => {
+  if (userId.length === 0 || userId.length > MAX_USER_ID_LENGTH) {
+    throw badInput(`userId must be 1 to ${MAX_USER_ID_LENGTH} characters`);
+  }
+};
+
+/**
+ * Presence (backend-heartbeat): users ping with a status; `presence(userId)` streams the
+ * cached ping at once and then every ping, and online=false when the last ping times out.
+ * INVISIBLE pings reach only the user's own subscriptions; everyone else keeps the last
+ * visible ping, which times out as if the user had stopped pinging. Delivery is at most once;
+ * the last ping is cached in Redis (TTL) and kept in Postgres, so `lastSeen` survives restarts.
+ */
+export function createPresence(options: PresenceOptions) {
+  const { pubsub, db, store, timeoutMs, logger } = options;
+  const watches = new Map<string, Watch>();
+
+  const isOnline = (ping: PresencePingEvent, now = Date.now()) => now - ping.time < timeoutMs;
+  const view = (ping: PresencePingEvent, online = isOnline(ping)): PresencePing => ({
+    userId: ping.userId,
+    status: ping.status,
+    statusCode: ping.statusCode,
+    time: new Date(ping.time),
+    online,
+  });
+
+  /** The cached pings, with what Redis no longer holds read from Postgres. */
+  async function load(userId: string): Promise<PresenceSnapshot> {
+    const cached = await store.get(userId);
+    if (cached.own && cached.visible) return cached;
+    const row = await db.prisma.presencePing.findUnique({ where: { userId } });
+    if (!row) return cached;
+    const own: PresencePingEvent = {
+      userId,
+      status: row.status as PresenceStatus,
+      statusCode: row.statusCode,
+      time: row.time.getTime(),
+    };
+    const visible: PresencePingEvent | null =
+      row.visibleStatus !== null && row.visibleStatusCode !== null && row.visibleTime !== null
+        ? {
+            userId,
+            status: row.visibleStatus as PresenceStatus,
+            statusCode: row.visibleStatusCode,
+            time: row.visibleTime.getTime(),
+          }
+        : null;
+    return { own: cached.own ?? own, visible: cached.visible ?? visible };
+  }
+
+  /** Keeps the last ping in Postgres; an older ping (another instance, late) changes nothing. */
+  async function persist(ping: PresencePingEvent): Promise<void> {
+    const time = new Date(ping.time);
+    const visible = ping.status !== 'INVISIBLE';
+    await db.prisma.$executeRaw`
+      INSERT INTO "presence_pings" ("user_id", "status", "status_code", "time",
+        "visible_status", "visible_status_code", "visible_time")
+      VALUES (${ping.userId}, ${ping.status}, ${ping.statusCode}, ${time},
+        ${visible ? ping.status : null}, ${visible ? ping.statusCode : null},
+        ${visible ? time : null})
+      ON CONFLICT ("user_id") DO UPDATE SET
+        "status" = EXCLUDED."status",
+        "status_code" = EXCLUDED."status_code",
+        "time" = EXCLUDED."time",
+        "visible_status" = COALESCE(EXCLUDED."visible_status", "presence_pings"."visible_status"),
+        "visible_status_code" = COALESCE(EXCLUDED."visible_status_code", "presence_pings"."visible_status_code"),
+        "visible_time" = COALESCE(EXCLUDED."visible_time", "presence_pings"."visible_time")
+      WHERE "presence_pings"."time" < EXCLUDED."time"`;
+  }
+
+  const deliver = (watch: Watch, own: boolean, ping: PresencePing, timeout: boolean) => {
+    for (const sub of watch.subscribers) {
+      if (sub.ready && sub.own === own && (sub.timeouts || !timeout)) sub.out.push(ping);
+    }
+  };
+
+  const schedule = (watch: Watch) => {
+    if (watch.timer) clearTimeout(watch.timer);
+    watch.timer = null;
+    let due = Number.POSITIVE_INFINITY;
+    if (watch.own && !watch.ownOffline) due = Math.min(due, watch.own.time + timeoutMs);
+    if (watch.visible && !watch.visibleOffline) due = Math.min(due, watch.visible.time + timeoutMs);
+    if (due === Number.POSITIVE_INFINITY) return;
+    const delay = Math.min(Math.max(0, due - Date.now()), MAX_TIMER_MS);
+    watch.timer = setTimeout(() => expire(watch), delay);
+    watch.timer.unref();
+  };
+
+  /** The offline transition: sent once per ping that times out, then the timer re-arms. */
+  const expire = (watch: Watch) => {
+    watch.timer = null;
+    const now = Date.now();
+    if (watch.own && !watch.ownOffline && !isOnline(watch.own, now)) {
+      watch.ownOffline = true;
+      deliver(watch, true, view(watch.own, false), true);
+    }
+    if (watch.visible && !watch.visibleOffline && !isOnline(watch.visible, now)) {
+      watch.visibleOffline = true;
+      deliver(watch, false, view(watch.visible, false), true);
+    }
+    schedule(watch);
+  };
+
+  /** Takes a ping into the watch if it is newer than what it knows, and sends it on. */
+  const apply = (watch: Watch, ping: PresencePingEvent, slot: 'own' | 'visible') => {
+    const current = watch[slot];
+    if (current && current.time >= ping.time) return;
+    watch[slot] = ping;
+    const online = isOnline(ping);
+    // A ping that is already old implies online=false: no separate offline event for it.
+    if (slot === 'own') watch.ownOffline = !online;
+    else watch.visibleOffline = !online;
+    deliver(watch, slot === 'own', view(ping, online), false);
+    schedule(watch);
+  };
+
+  const applyPing = (watch: Watch, ping: PresencePingEvent) => {
+    apply(watch, ping, 'own');
+    if (ping.status !== 'INVISIBLE') apply(watch, ping, 'visible');
+  };
+
+  const closeWatch = (watch: Watch) => {
+    if (watches.get(watch.userId) === watch) watches.delete(watch.userId);
+    if (watch.timer) clearTimeout(watch.timer);
+    watch.timer = null;
+    watch.source.end();
+  };
+
+  /** The watch of a user: one pub/sub subscription and one timer per user on this instance. */
+  const watchOf = (userId: string): Watch => {
+    const existing = watches.get(userId);
+    if (existing) return existing;
+    const source = pubsub.subscribe(topic('presence', userId), {
+      capacity: SOURCE_CAPACITY,
+      onOverflow: () => {
+        logger.error({ userId }, 'presence watch overflowed; closing its subscribers');
+        for (const sub of watch.subscribers) sub.out.end();
+      },
+    });
+    const watch: Watch = {
+      userId,
+      own: null,
+      visible: null,
+      ownOffline: false,
+      visibleOffline: false,
+      subscribers: new Set(),
+      source,
+      timer: null,
+    };
+    watches.set(userId, watch);
+    void (async () => {
+      try {
+        for await (const ping of source) applyPing(watch, ping);
+      } catch (error) {
+        logger.error({ err: error, userId }, 'presence watch failed');
+      }
+    })();
+    return watch;
+  };
+
+  return {
+    /**
+     * Records the viewer's ping with a legacy status code ("0".."3" or any string, see
+     * `statusOfCode`) and sends it to every presence subscriber of the viewer. A ping sooner
+     * than PING_MIN_INTERVAL_MS after the last accepted one changes nothing and is not sent;
+     * the caller then gets the last accepted ping, without an error.
+     */
+    async ping(viewer: Viewer | null, statusCode: string): Promise<PresencePing> {
+      if (!viewer) throw unauthenticated('Anonymous users cannot ping');
+      if (statusCode.length > MAX_CODE_LENGTH) {
+        throw badInput(`The status code is longer than ${MAX_CODE_LENGTH} characters`);
+      }
+      const ping: PresencePingEvent = {
+        userId: viewer.userId,
+        status: statusOfCode(statusCode),
+        statusCode,
+        time: Date.now(),
+      };
+      const result = await store.record(ping);
+      if (!result.accepted) {
+        const current = result.current ?? (await load(viewer.userId)).own;
+        return view(current ?? ping);
+      }
+      // Publish even when Postgres fails: live presence matters most; the error still surfaces.
+      const [persisted, published] = await Promise.allSettled([
+        persist(ping),
+        pubsub.publish(topic('presence', ping.userId), ping),
+      ]);
+      for (const outcome of [persisted, published]) {
+        if (outcome.status === 'rejected') throw outcome.reason;
+      }
+      return view(ping);
+    },
+
+    /** The last ping of `userId` as the viewer may see it (INVISIBLE only for the user itself). */
+    async lastSeen(viewer: Viewer | null, userId: string): Promise<PresencePing | null> {
+      checkUserId(userId);
+      const snapshot = await load(userId);
+      const ping = viewer?.userId === userId ? snapshot.own : snapshot.visible;
+      return ping ? view(ping) : null;
+    },
+
+    /**
+     * A presence stream of `userId`: first the cached ping (if any) at once, then every newer
+     * ping, and (unless `timeouts` is false) the last ping again with online=false when it
+     * times out. The user's own streams see INVISIBLE pings; other streams do not. Ends with
+     * `signal`. At most once: pings while not subscribed are not replayed (the next stream
+     * starts with the cached one).
+     */
+    async subscribe(
+      viewer: Viewer | null,
+      userId: string,
+      stream: PresenceStreamOptions,
+    ): Promise<Subscription<PresencePing>> {
+      checkUserId(userId);
+      const out = new Subscription<PresencePing>({
+        capacity: options.subscriptionBuffer,
+        signal: stream.signal,
+        onOverflow: stream.onOverflow,
+      });
+      if (out.done) return out;
+      const sub: Subscriber = {
+        own: viewer?.userId === userId,
+        timeouts: stream.timeouts ?? true,
+        ready: false,
+        out,
+      };
+      // Subscribe before reading the cache, so a ping in between is not lost.
+      const watch = watchOf(userId);
+      watch.subscribers.add(sub);
+      out.onEnd(() => {
+        watch.subscribers.delete(sub);
+        if (watch.subscribers.size === 0) closeWatch(watch);
+      });
+      let snapshot: PresenceSnapshot;
+      try {
+        snapshot = await load(userId);
+      } catch (error) {
+        out.end();
+        throw error;
+      }
+      if (out.done) return out;
+      if (snapshot.own) apply(watch, snapshot.own, 'own');
+      if (snapshot.visible) apply(watch, snapshot.visible, 'visible');
+      sub.ready = true;
+      const first = sub.own ? watch.own : watch.visible;
+      if (first) out.push(view(first));
+      return out;
+    },
+
+    /** Ends every presence stream and timer of this instance (shutdown). */
+    close(): void {
+      for (const watch of [...watches.values()]) {
+        for (const sub of watch.subscribers) sub.out.end();
+        closeWatch(watch);
+      }
+    },
+  };
+}
+
+export type Presence = ReturnType<typeof createPresence>;

@@ -1,0 +1,227 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Viewer } from '../auth/index.ts';
+import { CloseCode } from '../close-codes.ts';
+import { isAppError } from '../errors.ts';
+import { closeOnExpiry, createConnection } from '../transport/connection.ts';
+import type { LegacyDeps } from './index.ts';
+import type { LegacyRoute } from './route.ts';
+
+/** Thrown while reading a request the old service would answer with 400 `Bad Request`. */
+class BadRequest extends Error {}
+
+const USER_CLAIM_HEADER = 'x-user-claim';
+
+function sendText(res: ServerResponse, status: number, body: string): void {
+  if (res.headersSent) return void res.end();
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8' });
+  res.end(body);
+}
+
+function readBody(req: IncomingMessage, maxBytes: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > maxBytes) {
+        req.removeAllListeners('data');
+        req.resume();
+        reject(new BadRequest('body too large'));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.once('error', reject);
+  });
+}
+
+/** The status of a ping body `{"status":"<code>"}`; anything else is a bad request. */
+function parsePingBody(text: string): string {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new BadRequest('body is not JSON');
+  }
+  const status = (body as { status?: unknown } | null)?.status;
+  if (
+    typeof body !== 'object' ||
+    body === null ||
+    Array.isArray(body) ||
+    typeof status !== 'string'
+  )
+    throw new BadRequest('status must be a string');
+  return status;
+}
+
+/** `X-User-Claim: {"userid": "<id>" | <integer>}` as set by a trusted gateway. */
+function viewerFromClaim(header: string): Viewer {
+  let claim: unknown;
+  try {
+    claim = JSON.parse(header);
+  } catch {
+    throw new BadRequest('malformed user claim');
+  }
+  const userid = (claim as { userid?: unknown } | null)?.userid;
+  const userId =
+    typeof userid === 'string' && userid !== ''
+      ? userid
+      : typeof userid === 'number' && Number.isSafeInteger(userid)
+        ? String(userid)
+        : null;
+  if (userId === null) throw new BadRequest('malformed user claim');
+  return { userId, group: null, isService: false, expiresAt: null };
+}
+
+/** The path's segments, URL-decoded; null when one is not valid percent-encoding. */
+function segments(path: string): string[] | null {
+  try {
+    return path
+      .split('/')
+      .filter((s) => s !== '')
+      .map((s) => decodeURIComponent(s));
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The backend-heartbeat endpoints under HEARTBEAT_PREFIX (default `/heartbeat`):
+ *
+ * - `GET subscribe/:userid` and `GET subscribe/:userid/client/:clientid`: SSE. Headers at once,
+ *   the cached ping first, then `data: {"time":<unix seconds>,"status":"<code>"}` per ping and a
+ *   `:` comment every HEARTBEAT_KEEPALIVE_S. A token (header or `?token=`) is optional; with it
+ *   the user's own stream also shows INVISIBLE ("3") pings. A bad token gets 401.
+ * - `POST ping` with `{"status":"<code>"}`: 200 with an empty body. The user comes from the
+ *   token, or from `X-User-Claim: {"userid":..}` when TRUST_USER_CLAIM_HEADER=true (the claim
+ *   then wins). No identity, a bad token or claim, a bad body or a non-string status: 400
+ *   `Bad Request`. Pings sooner than PING_MIN_INTERVAL_MS are ignored with 200.
+ */
+export function createHeartbeatRoute(deps: LegacyDeps): LegacyRoute {
+  const { config, services, auth, logger } = deps;
+  const streams = new Set<ServerResponse>();
+  let keepAlive: NodeJS.Timeout | null = null;
+
+  // One timer per instance writes the keep-alive comment to every open stream.
+  const track = (res: ServerResponse) => {
+    streams.add(res);
+    keepAlive ??= setInterval(() => {
+      for (const stream of streams) if (!stream.writableEnded) stream.write(':\n\n');
+    }, config.HEARTBEAT_KEEPALIVE_S * 1000);
+    keepAlive.unref();
+  };
+  const untrack = (res: ServerResponse) => {
+    streams.delete(res);
+    if (streams.size === 0 && keepAlive) {
+      clearInterval(keepAlive);
+      keepAlive = null;
+    }
+  };
+
+  async function identify(req: IncomingMessage): Promise<Viewer> {
+    const claim = req.headers[USER_CLAIM_HEADER];
+    if (config.TRUST_USER_CLAIM_HEADER && typeof claim === 'string') return viewerFromClaim(claim);
+    let viewer: Viewer | null;
+    try {
+      viewer = await auth.fromRequest({ headers: req.headers, url: req.url });
+    } catch {
+      throw new BadRequest('bad token');
+    }
+    if (!viewer) throw new BadRequest('no identity');
+    return viewer;
+  }
+
+  async function ping(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    let viewer: Viewer;
+    let status: string;
+    try {
+      viewer = await identify(req);
+      status = parsePingBody(await readBody(req, config.MAX_BODY_BYTES));
+      await services.presence.ping(viewer, status);
+    } catch (error) {
+      if (error instanceof BadRequest || isAppError(error)) {
+        return sendText(res, 400, 'Bad Request');
+      }
+      throw error;
+    }
+    res.writeHead(200, { 'content-length': '0' });
+    res.end();
+  }
+
+  async function subscribe(req: IncomingMessage, res: ServerResponse, userId: string) {
+    let viewer: Viewer | null;
+    try {
+      viewer = await auth.fromRequest({ headers: req.headers, url: req.url });
+    } catch {
+      return sendText(res, 401, 'Unauthorized');
+    }
+    const connection = createConnection('legacy-stream', viewer, () => {
+      if (!res.writableEnded) res.end();
+    });
+    res.once('close', () => connection.close(CloseCode.Normal, 'client gone'));
+    let pings: Awaited<ReturnType<typeof services.presence.subscribe>>;
+    try {
+      pings = await services.presence.subscribe(viewer, userId, {
+        signal: connection.signal,
+        onOverflow: () => connection.close(CloseCode.SlowConsumer, 'slow consumer'),
+        // The old wire format has no "online": only real pings are sent.
+        timeouts: false,
+      });
+    } catch (error) {
+      connection.close(CloseCode.Normal, 'refused');
+      if (isAppError(error)) return sendText(res, 400, 'Bad Request');
+      throw error;
+    }
+    if (connection.signal.aborted) return;
+    const headers: Record<string, string> = {
+      'content-type': 'text/event-stream',
+      'cache-control': 'no-cache',
+      'x-accel-buffering': 'no',
+    };
+    // HTTP/2 forbids connection-specific headers.
+    if (req.httpVersionMajor < 2) headers['connection'] = 'keep-alive';
+    res.writeHead(200, headers);
+    res.flushHeaders();
+    services.connections.add(connection);
+    closeOnExpiry(connection, () => connection.close(CloseCode.TokenExpired, 'token expired'));
+    track(res);
+    try {
+      for await (const p of pings) {
+        if (res.writableEnded || res.destroyed) break;
+        const time = Math.floor(p.time.getTime() / 1000);
+        res.write(`data: ${JSON.stringify({ time, status: p.statusCode })}\n\n`);
+        if (res.writableLength > config.WS_MAX_BUFFERED_BYTES) {
+          logger.warn({ user: viewer?.userId }, 'slow heartbeat consumer closed');
+          connection.close(CloseCode.SlowConsumer, 'slow consumer');
+          break;
+        }
+      }
+    } finally {
+      untrack(res);
+      connection.close(CloseCode.Normal, 'stream ended');
+    }
+  }
+
+  return {
+    prefix: config.HEARTBEAT_PREFIX,
+    async handle(req, res, path) {
+      const parts = segments(path);
+      if (parts === null) return sendText(res, 400, 'Bad Request');
+      const [first, userId, client, clientId] = parts;
+      if (first === 'ping' && parts.length === 1) {
+        if (req.method !== 'POST') return sendText(res, 405, 'Method Not Allowed');
+        return ping(req, res);
+      }
+      const isSubscribe =
+        first === 'subscribe' &&
+        userId !== undefined &&
+        (parts.length === 2 || (parts.length === 4 && client === 'client' && clientId));
+      if (isSubscribe) {
+        if (req.method !== 'GET') return sendText(res, 405, 'Method Not Allowed');
+        return subscribe(req, res, userId);
+      }
+      return sendText(res, 404, 'Not Found');
+    },
+  };
+}

@@ -1,0 +1,159 @@
+import type { Redis } from 'ioredis';
+import type { PresencePingEvent } from './events.ts';
+
+/** The cached pings of one user: the last of any status, and the last others may see. */
+export interface PresenceSnapshot {
+  /** The last accepted ping (INVISIBLE included); null when none is cached. */
+  own: PresencePingEvent | null;
+  /** The last accepted ping that was not INVISIBLE; null when none is cached. */
+  visible: PresencePingEvent | null;
+}
+
+/** What `record` did: stored the ping, or refused it as too soon after the previous one. */
+export type RecordResult =
+  | { accepted: true }
+  | {
+      accepted: false /** The user's cached last ping, if any. */;
+      current: PresencePingEvent | null;
+    };
+
+/**
+ * The live presence cache, shared by every instance on one Redis (memory with one instance):
+ * per user the last ping and the last visible ping, each expiring `ttlMs` after it was stored,
+ * and the per-user minimum interval between pings. Postgres keeps the durable copy (domain).
+ */
+export interface PresenceStore {
+  /**
+   * Stores `ping` unless the user's previous accepted ping is younger than `minIntervalMs`.
+   * Check and store are one atomic step, so two instances never both accept pings of one user
+   * within the interval. A refused ping changes nothing (it does not extend the interval).
+   */
+  record(ping: PresencePingEvent): Promise<RecordResult>;
+  /** The cached pings of a user; parts missing after their TTL are null. */
+  get(userId: string): Promise<PresenceSnapshot>;
+}
+
+export interface PresenceStoreOptions {
+  /** PING_MIN_INTERVAL_MS: shortest interval between two accepted pings of one user. */
+  minIntervalMs: number;
+  /** How long a cached ping lives after it was stored. */
+  ttlMs: number;
+  /** Redis command connection and key prefix; memory (one instance) when absent. */
+  redis?: { client: Redis; prefix: string } | undefined;
+}
+
+const visibleToOthers = (ping: PresencePingEvent) => ping.status !== 'INVISIBLE';
+
+/** In-process store: one instance only; expired entries are dropped on read and now and then. */
+const memoryStore = ({ minIntervalMs, ttlMs }: PresenceStoreOptions): PresenceStore => {
+  interface Entry {
+    own: PresencePingEvent | null;
+    ownUntil: number;
+    visible: PresencePingEvent | null;
+    visibleUntil: number;
+    rateUntil: number;
+  }
+  const entries = new Map<string, Entry>();
+  let sincePrune = 0;
+  const prune = (now: number) => {
+    for (const [userId, e] of entries) {
+      if (e.ownUntil <= now && e.visibleUntil <= now && e.rateUntil <= now) entries.delete(userId);
+    }
+  };
+  return {
+    record: async (ping) => {
+      const now = Date.now();
+      // Bound the map without a timer: every so often drop what expired.
+      if (++sincePrune >= 1_000) {
+        sincePrune = 0;
+        prune(now);
+      }
+      const entry = entries.get(ping.userId);
+      if (entry && entry.rateUntil > now) {
+        return { accepted: false, current: entry.ownUntil > now ? entry.own : null };
+      }
+      const next: Entry = entry ?? {
+        own: null,
+        ownUntil: 0,
+        visible: null,
+        visibleUntil: 0,
+        rateUntil: 0,
+      };
+      next.rateUntil = now + minIntervalMs;
+      next.own = ping;
+      next.ownUntil = now + ttlMs;
+      if (visibleToOthers(ping)) {
+        next.visible = ping;
+        next.visibleUntil = now + ttlMs;
+      }
+      entries.set(ping.userId, next);
+      return { accepted: true };
+    },
+    get: async (userId) => {
+      const now = Date.now();
+      const entry = entries.get(userId);
+      return {
+        own: entry && entry.ownUntil > now ? entry.own : null,
+        visible: entry && entry.visibleUntil > now ? entry.visible : null,
+      };
+    },
+  };
+};
+
+// KEYS: rate, own, visible. ARGV: ping JSON, interval ms, ttl ms, '1' when visible to others.
+// SET NX PX takes the interval slot atomically; a refused ping answers the cached own ping.
+const RECORD = `
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then
+  return {0, redis.call('GET', KEYS[2])}
+end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
+if ARGV[4] == '1' then redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3]) end
+return {1}`;
+
+const parsePing = (raw: string | null | undefined): PresencePingEvent | null => {
+  if (!raw) return null;
+  try {
+    return JSON.parse(raw) as PresencePingEvent;
+  } catch {
+    return null;
+  }
+};
+
+/** Redis store: `<p>presence:{rate,own,visible}:<userId>`, all with a PX expiry. */
+const redisStore = (
+  client: Redis,
+  prefix: string,
+  { minIntervalMs, ttlMs }: PresenceStoreOptions,
+): PresenceStore => {
+  const key = (kind: 'rate' | 'own' | 'visible', userId: string) =>
+    `${prefix}presence:${kind}:${userId}`;
+  return {
+    record: async (ping) => {
+      const reply = (await client.eval(
+        RECORD,
+        3,
+        key('rate', ping.userId),
+        key('own', ping.userId),
+        key('visible', ping.userId),
+        JSON.stringify(ping),
+        minIntervalMs,
+        Math.max(1, Math.ceil(ttlMs)),
+        visibleToOthers(ping) ? '1' : '0',
+      )) as [number, string | null | undefined];
+      return reply[0] === 1
+        ? { accepted: true }
+        : { accepted: false, current: parsePing(reply[1]) };
+    },
+    get: async (userId) => {
+      const [own, visible] = await client.mget(key('own', userId), key('visible', userId));
+      return { own: parsePing(own), visible: parsePing(visible) };
+    },
+  };
+};
+
+/** Creates the presence cache over Redis (several instances) or memory (one instance). */
+export function createPresenceStore(options: PresenceStoreOptions): PresenceStore {
+  return options.redis
+    ? redisStore(options.redis.client, options.redis.prefix, options)
+    : memoryStore(options);
+}
