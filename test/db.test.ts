@@ -193,10 +193,10 @@ describe('createMigration', () => {
   }
 
   const meetingModel = `
-model Meeting {
+model MigrationProbe {
   id   Int    @id @default(autoincrement())
   name String
-  @@map("meetings")
+  @@map("migration_probes")
 }
 `;
 
@@ -217,15 +217,15 @@ model Meeting {
     const { migrations, schemaPath } = await workspace();
     await writeFile(schemaPath, (await readFile(schemaPath, 'utf8')) + meetingModel);
     const result = await createMigration({
-      name: 'Add meetings',
+      name: 'Add migration probes',
       migrationsDir: migrations,
       schemaPath,
       logger,
       now: new Date('2030-01-02T03:04:05Z'),
     });
     if (!result.created) throw new Error('expected a migration');
-    expect(result.name).toBe('20300102030405_add_meetings');
-    expect(result.sql).toContain('CREATE TABLE "meetings"');
+    expect(result.name).toBe('20300102030405_add_migration_probes');
+    expect(result.sql).toContain('CREATE TABLE "migration_probes"');
     expect(result.sql).not.toContain('"users"');
     expect(await readFile(join(result.path, 'migration.sql'), 'utf8')).toBe(result.sql);
 
@@ -247,13 +247,13 @@ model Meeting {
     await writeFile(schemaPath, (await readFile(schemaPath, 'utf8')) + meetingModel);
     const { url } = await freshDatabase();
     const result = await createMigration({
-      name: 'meetings',
+      name: 'migration probes',
       url,
       migrationsDir: migrations,
       schemaPath,
       logger,
     });
-    expect(result.created && result.sql).toContain('CREATE TABLE "meetings"');
+    expect(result.created && result.sql).toContain('CREATE TABLE "migration_probes"');
     const leftovers = await query<{ datname: string }>(
       url,
       "SELECT datname FROM pg_database WHERE datname LIKE 'switchboard_scratch_%'",

@@ -29,8 +29,11 @@ const signature = (field: AnyField) => {
   const args = 'args' in field ? field.args : [];
   return {
     type: String(field.type),
+    // Argument order is not part of the contract (the printed schema sorts them).
     args: Object.fromEntries(
-      args.map((a: GraphQLArgument) => [a.name, { type: String(a.type), default: a.defaultValue }]),
+      [...args]
+        .sort((x, y) => x.name.localeCompare(y.name))
+        .map((a: GraphQLArgument) => [a.name, { type: String(a.type), default: a.defaultValue }]),
     ),
   };
 };
