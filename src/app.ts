@@ -17,11 +17,12 @@ import {
 } from './pubsub/index.ts';
 import { schema } from './schema/index.ts';
 import { createContextFactory } from './transport/context.ts';
+import { createFanout, type Fanout } from './transport/fanout.ts';
 import { createGraphQLWsServer } from './transport/graphql-ws.ts';
 import { createHealth } from './transport/health.ts';
 import { createHttpServer, refuseUpgrade, sendJson } from './transport/http.ts';
 import { createSseHandler, isSseRequest } from './transport/sse.ts';
-import { createGraphQLServer } from './transport/yoga.ts';
+import { createGraphQLServer, maskError } from './transport/yoga.ts';
 
 export interface AppDeps {
   config: Config;
@@ -35,6 +36,8 @@ export interface App {
   readonly services: Services;
   readonly pubsub: PubSub;
   readonly db: Database;
+  /** The subscription fan-out (its execution count shows one execution per event per group). */
+  readonly fanout: Fanout;
   /** Listens on PORT/HOST; resolves with the base URL (http://host:port). */
   start(): Promise<string>;
   /**
@@ -78,7 +81,15 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     logger,
     graphiql: config.GRAPHIQL,
   });
-  const transportDeps = { yoga, auth, connections: services.connections, logger };
+  const fanout = createFanout();
+  const transportDeps = {
+    yoga,
+    fanout,
+    maskError: maskError(logger),
+    auth,
+    connections: services.connections,
+    logger,
+  };
   const graphqlWs = createGraphQLWsServer({
     ...transportDeps,
     keepAliveMs: config.WS_KEEPALIVE_MS,
@@ -151,6 +162,7 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     services,
     pubsub,
     db,
+    fanout,
     start: () =>
       new Promise((resolve, reject) => {
         server.once('error', reject);

@@ -77,15 +77,13 @@ const toMessage = (row: Row): ChatMessage => ({
 const optionalText = (value: string | null | undefined) =>
   value === null || value === undefined || value === '' ? null : value;
 
-/** Moves every event of `source` into `target` until either ends. */
+/** Moves every event of `source` into `target`, synchronously, until either ends. */
 function pump<S, T>(source: Subscription<S>, target: Subscription<T>, map: (event: S) => T | null) {
   target.onEnd(() => source.end());
-  void (async () => {
-    for await (const event of source) {
-      const mapped = map(event);
-      if (mapped !== null && !target.push(mapped)) break;
-    }
-  })();
+  source.drain((event) => {
+    const mapped = map(event);
+    if (mapped !== null && !target.push(mapped)) source.end();
+  });
 }
 
 /**

@@ -25,6 +25,7 @@ export class Subscription<T> implements AsyncIterableIterator<T> {
   #buffer: T[] = [];
   #head = 0;
   #waiting: ((result: IteratorResult<T>) => void) | null = null;
+  #sink: ((value: T) => void) | null = null;
   #done = false;
 
   constructor(options: SubscriptionOptions<T>) {
@@ -53,9 +54,13 @@ export class Subscription<T> implements AsyncIterableIterator<T> {
     else this.#cleanups.push(cleanup);
   }
 
-  /** Queues an event; returns false when the subscription has ended. */
+  /** Queues an event (or hands it to the sink); returns false when the subscription has ended. */
   push(value: T): boolean {
     if (this.#done) return false;
+    if (this.#sink) {
+      this.#sink(value);
+      return !this.#done;
+    }
     if (this.#waiting) {
       const resolve = this.#waiting;
       this.#waiting = null;
@@ -69,6 +74,23 @@ export class Subscription<T> implements AsyncIterableIterator<T> {
     }
     this.#buffer.push(value);
     return true;
+  }
+
+  /**
+   * Switches to push mode: every queued event, then every later one, goes synchronously to
+   * `sink` (no queue, no promise per event). For consumers that bound their own output, like
+   * the fan-out writer, which checks each socket's unsent bytes. Use instead of iterating.
+   */
+  drain(sink: (value: T) => void): void {
+    if (this.#sink) throw new Error('Subscription is already drained');
+    this.#sink = sink;
+    const queued = this.#buffer.slice(this.#head);
+    this.#buffer = [];
+    this.#head = 0;
+    for (const value of queued) {
+      if (this.#done) return;
+      sink(value);
+    }
   }
 
   /** Ends the subscription; the consumer sees `done` after what is already queued is dropped. */

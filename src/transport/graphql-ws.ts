@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { ExecutionArgs } from 'graphql';
+import { type ExecutionArgs, getOperationAST } from 'graphql';
 import { handleProtocols, makeServer } from 'graphql-ws';
 import { type WebSocket, WebSocketServer } from 'ws';
 import type { Authenticator } from '../auth/index.ts';
@@ -9,10 +9,14 @@ import type { Connection, ConnectionRegistry } from '../domain/connections.ts';
 import type { Logger } from '../logger.ts';
 import { closeOnExpiry, createConnection } from './connection.ts';
 import { requestInfo } from './context.ts';
+import type { Fanout } from './fanout.ts';
 import type { Yoga } from './yoga.ts';
 
 export interface GraphQLWsOptions {
   yoga: Yoga;
+  /** Subscriptions run through it: one execution per event per operation, bytes to every socket. */
+  fanout: Fanout;
+  maskError: (error: unknown, message: string) => Error;
   auth: Authenticator;
   connections: ConnectionRegistry;
   logger: Logger;
@@ -43,7 +47,7 @@ type RootValue = {
  * expire live (4401), slow consumers are closed (4499) and shutdown sends 1001.
  */
 export function createGraphQLWsServer(options: GraphQLWsOptions) {
-  const { yoga, auth, connections, logger } = options;
+  const { yoga, fanout, auth, connections, logger } = options;
   const wss = new WebSocketServer({
     noServer: true,
     handleProtocols: (protocols) => handleProtocols(protocols),
@@ -69,8 +73,8 @@ export function createGraphQLWsServer(options: GraphQLWsOptions) {
       closeOnExpiry(connection, () => connection.close(CloseCode.TokenExpired, 'token expired'));
       return true;
     },
-    async onSubscribe(ctx, _id, payload) {
-      const { connection, request } = ctx.extra;
+    async onSubscribe(ctx, id, payload) {
+      const { connection, request, socket } = ctx.extra;
       const enveloped = yoga.getEnveloped({
         viewer: connection?.viewer ?? null,
         ...(connection ? { connection } : {}),
@@ -86,7 +90,28 @@ export function createGraphQLWsServer(options: GraphQLWsOptions) {
       }
       const errors = enveloped.validate(enveloped.schema, document);
       if (errors.length > 0) return errors;
-      const rootValue: RootValue = { execute: enveloped.execute, subscribe: enveloped.subscribe };
+      const isSubscription =
+        getOperationAST(document, payload.operationName)?.operation === 'subscription';
+      const prefix = `{"id":${JSON.stringify(id)},"type":"next","payload":`;
+      const rootValue: RootValue = {
+        execute: enveloped.execute,
+        subscribe: isSubscription
+          ? (args) =>
+              fanout.subscribe(
+                {
+                  args: { ...args, rootValue: undefined },
+                  maskError: options.maskError,
+                  query: payload.query,
+                },
+                (json) => {
+                  if (socket.readyState !== socket.OPEN) return;
+                  if (socket.bufferedAmount > options.maxBufferedBytes)
+                    return slowConsumer(ctx.extra);
+                  socket.send(`${prefix}${json}}`);
+                },
+              )
+          : enveloped.subscribe,
+      };
       return {
         schema: enveloped.schema,
         document,
@@ -100,20 +125,22 @@ export function createGraphQLWsServer(options: GraphQLWsOptions) {
     subscribe: (args) => (args.rootValue as RootValue).subscribe(args) as never,
   });
 
+  function slowConsumer(extra: Extra) {
+    if (extra.connection?.signal.aborted) return;
+    logger.warn({ user: extra.connection?.viewer?.userId }, 'slow graphql-ws consumer closed');
+    if (extra.connection) extra.connection.close(CloseCode.SlowConsumer, 'slow consumer');
+    else extra.socket.close(CloseCode.SlowConsumer, 'slow consumer');
+  }
+
   wss.on('connection', (socket: WebSocket, request: IncomingMessage) => {
     const extra: Extra = { socket, request };
-    const slow = () => {
-      logger.warn({ user: extra.connection?.viewer?.userId }, 'slow graphql-ws consumer closed');
-      if (extra.connection) extra.connection.close(CloseCode.SlowConsumer, 'slow consumer');
-      else socket.close(CloseCode.SlowConsumer, 'slow consumer');
-    };
     const closed = server.opened(
       {
         protocol: socket.protocol,
         // Not awaiting the write callback: the per-socket bound is bufferedAmount, checked here.
         send: (data) => {
           if (socket.readyState !== socket.OPEN) return;
-          if (socket.bufferedAmount > options.maxBufferedBytes) return slow();
+          if (socket.bufferedAmount > options.maxBufferedBytes) return slowConsumer(extra);
           socket.send(data);
         },
         close: (code, reason) => socket.close(code, reason),

@@ -8,11 +8,15 @@ import type { Connection, ConnectionRegistry } from '../domain/connections.ts';
 import type { Logger } from '../logger.ts';
 import { closeOnExpiry, createConnection } from './connection.ts';
 import { authError, requestInfo } from './context.ts';
+import type { Fanout } from './fanout.ts';
 import { sendJson } from './http.ts';
 import type { Yoga } from './yoga.ts';
 
 export interface SseOptions {
   yoga: Yoga;
+  /** Subscriptions run through it: one execution per event per operation. */
+  fanout: Fanout;
+  maskError: (error: unknown, message: string) => Error;
   auth: Authenticator;
   connections: ConnectionRegistry;
   logger: Logger;
@@ -23,7 +27,7 @@ export interface SseOptions {
 interface RequestContext {
   viewer: Viewer | null;
   /** Set on event-stream requests: the stream the operation's events go to. */
-  stream?: Connection;
+  stream?: EventStream;
 }
 
 const STREAM_TOKEN_HEADER = 'x-graphql-event-stream-token';
@@ -61,16 +65,56 @@ function readBody(req: IncomingMessage): Promise<string> {
   });
 }
 
+/** An open event stream: its connection, and a writer the fan-out writes events through. */
+interface EventStream {
+  connection: Connection & { readonly controller: AbortController };
+  /** Writes one SSE message; held until the response headers are out. */
+  write(message: string): void;
+}
+
 /**
  * GraphQL over Server-Sent Events (the graphql-sse protocol) at /graphql, in both modes:
  * distinct connections (one stream per operation) and single connection (PUT reserves a stream,
  * GET opens it, operations are POSTed with the stream token and stopped with DELETE). Reserved
  * streams live in the instance that made them: put single-connection clients on sticky sessions.
- * Each stream's unsent bytes are bounded; a stream over the bound ends (slow consumer).
+ * Subscription events are written by the fan-out straight to the stream; each stream's unsent
+ * bytes are bounded, and a stream over the bound ends (slow consumer).
  */
 export function createSseHandler(options: SseOptions) {
-  const { yoga, auth, connections, logger } = options;
-  const streamsByToken = new Map<string, Connection>();
+  const { yoga, fanout, auth, connections, logger } = options;
+  const streamsByToken = new Map<string, EventStream>();
+
+  function openStream(res: ServerResponse, viewer: Viewer | null): EventStream {
+    let pending: string[] | null = [];
+    let body: AsyncGenerator<string> | null = null;
+    const connection = createConnection('sse', viewer, (code, reason) => {
+      logger.debug({ code, reason }, 'sse stream closed by server');
+      void body?.return(undefined);
+      res.end();
+    });
+    const stream: EventStream & { start(generator: AsyncGenerator<string>): void } = {
+      connection,
+      write(message) {
+        if (pending) {
+          pending.push(message);
+          return;
+        }
+        if (res.writableEnded || res.destroyed) return;
+        res.write(message);
+        if (res.writableLength > options.maxBufferedBytes && !connection.signal.aborted) {
+          logger.warn({ user: viewer?.userId }, 'slow sse consumer closed');
+          connection.close(CloseCode.SlowConsumer, 'slow consumer');
+        }
+      },
+      start(generator) {
+        body = generator;
+        const held = pending ?? [];
+        pending = null;
+        for (const message of held) stream.write(message);
+      },
+    };
+    return stream;
+  }
 
   const handler = createHandler<IncomingMessage, RequestContext>({
     // Reservation tokens only from the header or a non-JWT `?token=` (ours carry auth tokens);
@@ -79,10 +123,10 @@ export function createSseHandler(options: SseOptions) {
     async onSubscribe(req, params) {
       const { viewer } = req.context;
       const token = streamToken(req.raw);
-      const connection =
-        req.context.stream ??
-        (token ? streamsByToken.get(token) : undefined) ??
-        createConnection('sse', viewer, () => {});
+      // Distinct mode: the request is its own stream. Single mode: the token's stream.
+      const distinct = req.context.stream;
+      const stream = distinct ?? (token ? streamsByToken.get(token) : undefined);
+      const connection = stream?.connection ?? createConnection('sse', viewer, () => {});
       const enveloped = yoga.getEnveloped({
         viewer,
         connection,
@@ -106,9 +150,17 @@ export function createSseHandler(options: SseOptions) {
         operationName: params.operationName ?? null,
       };
       const operation = getOperationAST(document, params.operationName);
-      return operation?.operation === 'subscription'
-        ? enveloped.subscribe(args)
-        : enveloped.execute(args);
+      if (operation?.operation !== 'subscription') return enveloped.execute(args);
+      if (!stream) return enveloped.subscribe(args);
+      const operationId = params.extensions?.['operationId'];
+      const frame =
+        distinct || typeof operationId !== 'string'
+          ? (json: string) => `event: next\ndata: ${json}\n\n`
+          : (json: string) =>
+              `event: next\ndata: {"id":${JSON.stringify(operationId)},"payload":${json}}\n\n`;
+      return fanout.subscribe({ args, maskError: options.maskError, query: params.query }, (json) =>
+        stream.write(frame(json)),
+      );
     },
   });
 
@@ -127,16 +179,8 @@ export function createSseHandler(options: SseOptions) {
         });
       }
 
-      const isStream = req.headers.accept === 'text/event-stream';
-      let stream: ReturnType<typeof createConnection> | undefined;
-      let body: AsyncGenerator<string> | undefined;
-      if (isStream) {
-        stream = createConnection('sse', viewer, (code, reason) => {
-          logger.debug({ code, reason }, 'sse stream closed by server');
-          void body?.return(undefined);
-          res.end();
-        });
-      }
+      const stream =
+        req.headers.accept === 'text/event-stream' ? openStream(res, viewer) : undefined;
       const context: RequestContext = stream ? { viewer, stream } : { viewer };
       const sseRequest: SseRequest<IncomingMessage, RequestContext> = {
         method: req.method ?? 'GET',
@@ -156,32 +200,30 @@ export function createSseHandler(options: SseOptions) {
       // HTTP/2 forbids connection-specific headers.
       if (req.httpVersionMajor >= 2) delete headers['connection'];
       res.writeHead(init.status, headers);
-      if (result === null || typeof result === 'string') {
-        res.end(result ?? undefined);
+      if (result === null || typeof result === 'string' || !stream) {
+        res.end(typeof result === 'string' ? result : undefined);
+        stream?.connection.controller.abort();
         return;
       }
-      // An event stream: register it, bind it to the response, write events as they come.
-      const connection = stream ?? createConnection('sse', viewer, () => res.end());
-      body = result as AsyncGenerator<string>;
+      // An event stream: register it, bind it to the response, write what graphql-sse emits
+      // (pings, completes, query results) beside what the fan-out writes.
+      const body = result as AsyncGenerator<string>;
+      const { connection } = stream;
       const token = streamToken(req);
-      if (token) streamsByToken.set(token, connection);
+      if (token) streamsByToken.set(token, stream);
       connections.add(connection);
       closeOnExpiry(connection, () => connection.close(CloseCode.TokenExpired, 'token expired'));
       res.flushHeaders();
+      (stream as EventStream & { start(generator: AsyncGenerator<string>): void }).start(body);
       res.once('close', () => {
-        if (token && streamsByToken.get(token) === connection) streamsByToken.delete(token);
-        if (!connection.signal.aborted) (connection as typeof stream)?.controller.abort();
-        void body?.return(undefined);
+        if (token && streamsByToken.get(token) === stream) streamsByToken.delete(token);
+        connection.controller.abort();
+        void body.return(undefined);
       });
       try {
         for await (const chunk of body) {
-          if (res.writableEnded || res.destroyed) break;
-          res.write(chunk);
-          if (res.writableLength > options.maxBufferedBytes) {
-            logger.warn({ user: viewer?.userId }, 'slow sse consumer closed');
-            connection.close(CloseCode.SlowConsumer, 'slow consumer');
-            break;
-          }
+          if (connection.signal.aborted || res.writableEnded || res.destroyed) break;
+          stream.write(chunk);
         }
       } catch (error) {
         logger.error({ err: error }, 'sse stream failed');
