@@ -8,6 +8,7 @@ import { type Database, openDatabase } from './db/index.ts';
 import { createServices, type Services } from './domain/index.ts';
 import { createLegacyRoutes, matchRoute } from './legacy/index.ts';
 import type { Logger } from './logger.ts';
+import { countByTransport, createMetrics, type Metrics } from './metrics.ts';
 import {
   connectRedis,
   createMemoryPubSub,
@@ -38,6 +39,7 @@ export interface App {
   readonly db: Database;
   /** The subscription fan-out (its execution count shows one execution per event per group). */
   readonly fanout: Fanout;
+  readonly metrics: Metrics;
   /** Listens on PORT/HOST; resolves with the base URL (http://host:port). */
   start(): Promise<string>;
   /**
@@ -45,6 +47,13 @@ export interface App {
    * Postgres and Redis. Bounded by SHUTDOWN_TIMEOUT_MS; remaining sockets are destroyed.
    */
   stop(): Promise<void>;
+}
+
+/** GET /metrics: the Prometheus text format. */
+async function serveMetrics(metrics: Metrics, res: ServerResponse): Promise<void> {
+  const body = await metrics.registry.metrics();
+  res.writeHead(200, { 'content-type': metrics.registry.contentType });
+  res.end(body);
 }
 
 /** Opens Postgres (or the embedded one), Redis (when configured) and wires every transport. */
@@ -73,7 +82,15 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
   const pubsub = redis
     ? createRedisPubSub(redis, { prefix: config.REDIS_PREFIX, logger })
     : createMemoryPubSub();
-  const services = createServices({ config, pubsub, db, redis, logger });
+  const dependencies = {
+    postgres: () => db.ping(),
+    ...(redis ? { redis: () => pubsub.ping() } : {}),
+  };
+  const metrics = createMetrics({
+    connectionCounts: () => countByTransport(services.connections.all()),
+    dependencies,
+  });
+  const services = createServices({ config, pubsub, db, redis, logger, metrics });
 
   const yoga = createGraphQLServer({
     schema,
@@ -81,10 +98,11 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     logger,
     graphiql: config.GRAPHIQL,
   });
-  const fanout = createFanout();
+  const fanout = createFanout(metrics);
   const transportDeps = {
     yoga,
     fanout,
+    metrics,
     maskError: maskError(logger),
     auth,
     connections: services.connections,
@@ -105,12 +123,10 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     config,
     services,
     auth,
+    metrics,
     logger: logger.child({ legacy: true }),
   });
-  const health = createHealth({
-    postgres: () => db.ping(),
-    ...(pubsub.kind === 'redis' ? { redis: () => pubsub.ping() } : {}),
-  });
+  const health = createHealth(dependencies);
 
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
@@ -123,6 +139,7 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     const handled = (() => {
       if (path === '/healthz') return health.live(res);
       if (path === '/readyz') return health.ready(res);
+      if (path === '/metrics') return serveMetrics(metrics, res);
       if (path === '/graphql' && isSseRequest(req)) return sse.handle(req, res);
       const shim = matchRoute(legacy, path);
       if (shim) return shim.route.handle(req, res, shim.path);
@@ -163,6 +180,7 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     pubsub,
     db,
     fanout,
+    metrics,
     start: () =>
       new Promise((resolve, reject) => {
         server.once('error', reject);

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Config } from '../config.ts';
 import type { Database } from '../db/index.ts';
 import type { Logger } from '../logger.ts';
+import type { Metrics } from '../metrics.ts';
 import {
   createApplauseStore,
   createMembership,
@@ -61,6 +62,7 @@ export interface ServiceDeps {
   /** Redis connections when REDIS_URL is set; stores in src/pubsub/ choose memory otherwise. */
   redis: RedisClients | null;
   logger: Logger;
+  metrics: Metrics;
 }
 
 export function createServices({ config, pubsub, db, redis, logger }: ServiceDeps): Services {

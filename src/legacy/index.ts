@@ -2,6 +2,7 @@ import type { Authenticator } from '../auth/index.ts';
 import type { Config } from '../config.ts';
 import type { Services } from '../domain/index.ts';
 import type { Logger } from '../logger.ts';
+import type { Metrics } from '../metrics.ts';
 import { createChatterRoute } from './chatter.ts';
 import { createHeartbeatRoute } from './heartbeat.ts';
 import { createIccRoute } from './icc.ts';
@@ -18,6 +19,7 @@ export interface LegacyDeps {
   services: Services;
   auth: Authenticator;
   logger: Logger;
+  metrics: Metrics;
 }
 
 /** The old endpoints of every replaced service, one factory per file in this folder. */

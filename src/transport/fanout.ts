@@ -5,6 +5,7 @@ import {
   execute,
   type GraphQLError,
 } from 'graphql';
+import type { Metrics } from '../metrics.ts';
 import { Subscription } from '../pubsub/index.ts';
 
 /** Writes one serialized result (the JSON of an ExecutionResult) to the subscriber's wire. */
@@ -69,7 +70,7 @@ export interface FanoutRequest {
  * keyed by event object identity, and subscription payload resolvers must not read the
  * context (they resolve from the event alone).
  */
-export function createFanout() {
+export function createFanout(metrics: Metrics) {
   /** Per event object: group id -> serialized result (or its pending promise). */
   const results = new WeakMap<object, Map<number, string | Promise<string>>>();
   const groups = new Map<string, number>();
@@ -116,6 +117,7 @@ export function createFanout() {
 
       const run = (event: unknown): string | Promise<string> => {
         executions += 1;
+        metrics.executions.inc();
         // graphql-js' own per-event step (what `subscribe` maps every event through), once.
         const result = execute({ ...args, rootValue: event });
         return isPromiseLike(result)

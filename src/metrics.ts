@@ -1,0 +1,129 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { Connection } from './domain/connections.ts';
+
+/**
+ * Prometheus metrics of one server instance, served at /metrics. One registry per app, so
+ * several apps in one process (tests) keep their numbers apart. The README lists every metric.
+ */
+export interface Metrics {
+  registry: Registry;
+  /** Open client connections by transport (graphql-ws, sse, http streams, legacy sockets). */
+  connections: Gauge<'transport'>;
+  /** Active subscriptions by root field (notify, applause, autoupdate, ...). */
+  subscriptions: Gauge<'field'>;
+  /** Events published by this instance, by event name. */
+  eventsPublished: Counter<'event'>;
+  /** Results written to subscribers (one per subscriber per event). */
+  deliveries: Counter;
+  /** Executions of subscription results (one per event per distinct operation). */
+  executions: Counter;
+  /** Seconds from publish (on any instance) to the write to a subscriber on this one. */
+  deliveryLatency: Histogram;
+  /** Connections closed because they did not read their events in time (4499). */
+  slowConsumers: Counter<'transport'>;
+  /** Requests refused by a per-user rate limit, by operation. */
+  rateLimited: Counter<'operation'>;
+  /** Requests or connections refused by a size or count limit, by limit. */
+  limitRejections: Counter<'limit'>;
+  /** 1 when the dependency answered its last check, 0 when not. */
+  dependencyUp: Gauge<'dependency'>;
+}
+
+/**
+ * Creates the metrics. `dependencies` are checked when Prometheus scrapes (bounded by the
+ * checks' own timeouts), so `switchboard_dependency_up` is current.
+ */
+export function createMetrics(options: {
+  connectionCounts: () => Record<string, number>;
+  dependencies: Record<string, () => Promise<void>>;
+}): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'switchboard_' });
+  const registers = [registry];
+  return {
+    registry,
+    connections: new Gauge({
+      name: 'switchboard_connections',
+      help: 'Open client connections by transport.',
+      labelNames: ['transport'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [transport, count] of Object.entries(options.connectionCounts())) {
+          this.set({ transport }, count);
+        }
+      },
+    }),
+    subscriptions: new Gauge({
+      name: 'switchboard_subscriptions',
+      help: 'Active subscriptions by root field.',
+      labelNames: ['field'],
+      registers,
+    }),
+    eventsPublished: new Counter({
+      name: 'switchboard_events_published_total',
+      help: 'Events published by this instance, by event name.',
+      labelNames: ['event'],
+      registers,
+    }),
+    deliveries: new Counter({
+      name: 'switchboard_deliveries_total',
+      help: 'Subscription results written to subscribers.',
+      registers,
+    }),
+    executions: new Counter({
+      name: 'switchboard_executions_total',
+      help: 'Subscription results executed (once per event per distinct operation).',
+      registers,
+    }),
+    deliveryLatency: new Histogram({
+      name: 'switchboard_delivery_latency_seconds',
+      help: 'Seconds from publish (any instance) to the write to a subscriber on this instance.',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    }),
+    slowConsumers: new Counter({
+      name: 'switchboard_slow_consumers_total',
+      help: 'Connections closed as slow consumers (4499), by transport.',
+      labelNames: ['transport'],
+      registers,
+    }),
+    rateLimited: new Counter({
+      name: 'switchboard_rate_limited_total',
+      help: 'Requests refused by a per-user rate limit, by operation.',
+      labelNames: ['operation'],
+      registers,
+    }),
+    limitRejections: new Counter({
+      name: 'switchboard_limit_rejections_total',
+      help: 'Requests or connections refused by a size or count limit, by limit.',
+      labelNames: ['limit'],
+      registers,
+    }),
+    dependencyUp: new Gauge({
+      name: 'switchboard_dependency_up',
+      help: '1 when the dependency answered its last check, else 0.',
+      labelNames: ['dependency'],
+      registers,
+      async collect() {
+        await Promise.all(
+          Object.entries(options.dependencies).map(async ([dependency, check]) => {
+            try {
+              await check();
+              this.set({ dependency }, 1);
+            } catch {
+              this.set({ dependency }, 0);
+            }
+          }),
+        );
+      },
+    }),
+  };
+}
+
+/** Open connections per transport, for the connections gauge. */
+export function countByTransport(connections: Iterable<Connection>): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const { transport } of connections) counts[transport] = (counts[transport] ?? 0) + 1;
+  return counts;
+}
