@@ -1,0 +1,54 @@
+import http from 'node:http';
+import { publishBody } from '../protocol.ts';
+
+/** Publishes bench events through the server's public `publish` mutation over HTTP. */
+export interface Publisher {
+  /**
+   * Sends event `seq`. `sentAt` is performance.now() right before the request was written;
+   * `done` resolves once the server answered `{"data":{"publish":true}}` (rejects otherwise).
+   */
+  publish(seq: number): { sentAt: number; done: Promise<void> };
+  close(): void;
+}
+
+export function createPublisher(options: {
+  /** http://127.0.0.1:<port> */
+  url: string;
+  token: string;
+  /** The publisher's own NotifyChannel id. */
+  channelId: string;
+  payloadBytes: number;
+}): Publisher {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+  const endpoint = `${options.url}/graphql`;
+  const headers = {
+    'content-type': 'application/json',
+    accept: 'application/json',
+    authorization: `Bearer ${options.token}`,
+  };
+  return {
+    publish(seq) {
+      const body = publishBody(options.channelId, seq, options.payloadBytes);
+      let sentAt = 0;
+      const done = new Promise<void>((resolve, reject) => {
+        const req = http.request(endpoint, { method: 'POST', headers, agent, timeout: 15_000 });
+        req.once('timeout', () => req.destroy(new Error(`publish #${seq}: timed out`)));
+        req.once('error', reject);
+        req.once('response', (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (chunk: Buffer) => chunks.push(chunk));
+          res.once('error', reject);
+          res.once('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            if (res.statusCode === 200 && text.includes('"publish":true')) resolve();
+            else reject(new Error(`publish #${seq}: ${res.statusCode} ${text.slice(0, 300)}`));
+          });
+        });
+        sentAt = performance.now();
+        req.end(body);
+      });
+      return { sentAt, done };
+    },
+    close: () => agent.destroy(),
+  };
+}

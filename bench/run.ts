@@ -1,0 +1,227 @@
+/**
+ * `npm run bench`: fan-out of notify events from Switchboard and two reference servers, side by
+ * side (issue 7). Servers run pinned to CPU 0, this load generator to CPU 1 (it re-executes
+ * itself under taskset). See bench/README.md for what is measured and how.
+ */
+import { spawn } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { availableParallelism, loadavg } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { type BenchTarget, prepareTarget } from './load/bench-target.ts';
+import { closeSseAgent, type SseMode } from './load/sse-subscriber.ts';
+import { withTimeout } from './load/subscriber.ts';
+import { type BenchOptions, type Configuration, parseOptions, USAGE } from './options.ts';
+import { evaluate, formatReport, type ServerResult, type Summary } from './report.ts';
+import { measureFanout } from './scenarios/fanout.ts';
+import { measureLatencyAndMemory } from './scenarios/latency-memory.ts';
+import { type ServerUnderTest, startReference, startSwitchboard } from './servers/index.ts';
+
+/** The CPU of the load generator; the servers get CPU 0. */
+const LOAD_CORE = 1;
+const PINNED_FLAG = 'BENCH_PINNED';
+const RESULTS_FILE = fileURLToPath(new URL('./results/latest.json', import.meta.url));
+const FANOUT_WARMUP = 3;
+const LATENCY_WARMUP = 2;
+
+/** Runs this same command again under `taskset -c 1`, forwarding signals and the exit code. */
+function reexecPinned(): void {
+  const child = spawn(
+    'taskset',
+    ['-c', String(LOAD_CORE), process.execPath, ...process.execArgv, ...process.argv.slice(1)],
+    { stdio: 'inherit', env: { ...process.env, [PINNED_FLAG]: '1' } },
+  );
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(signal, () => child.kill(signal));
+  }
+  child.once('error', (error) => {
+    process.stderr.write(`bench: cannot run taskset: ${error.message}\n`);
+    process.exit(1);
+  });
+  child.once('exit', (code, signal) => process.exit(code ?? (signal ? 128 : 1)));
+}
+
+const began = performance.now();
+const progress = (message: string) => {
+  const at = ((performance.now() - began) / 1000).toFixed(1).padStart(6);
+  process.stderr.write(`[bench ${at}s] ${message}\n`);
+};
+
+function startConfiguration(name: Configuration, options: BenchOptions): Promise<ServerUnderTest> {
+  switch (name) {
+    case 'raw':
+    case 'baseline':
+      return startReference(name);
+    case 'switchboard':
+      return startSwitchboard(name, { instances: 1, logLevel: options.logLevel });
+    case 'switchboard-redis':
+      return startSwitchboard(name, { instances: 2, logLevel: options.logLevel });
+  }
+}
+
+/** Every phase of one configuration; a failed phase is recorded and the next one still runs. */
+async function benchConfiguration(
+  target: BenchTarget,
+  name: Configuration,
+  options: BenchOptions,
+  result: ServerResult,
+  interrupted: () => boolean,
+): Promise<void> {
+  const phase = async <T>(label: string, run: () => Promise<T>): Promise<T | null> => {
+    if (interrupted()) return null;
+    const started = performance.now();
+    progress(`${name}: ${label}`);
+    try {
+      const value = await run();
+      progress(`${name}: ${label} done in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+      return value;
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      progress(`${name}: ${label} FAILED: ${message}`);
+      result.errors.push(`${label}: ${message}`);
+      return null;
+    }
+  };
+  const measured = {
+    subscribers: options.n,
+    events: options.m,
+    window: options.window,
+    repeat: options.repeat,
+    warmup: FANOUT_WARMUP,
+  };
+
+  if (name !== 'switchboard-redis') {
+    const latencyMemory = await phase(`latency + memory, ${options.latencyN} subscribers`, () =>
+      measureLatencyAndMemory(target, {
+        subscribers: options.latencyN,
+        rounds: options.rounds,
+        warmup: LATENCY_WARMUP,
+      }),
+    );
+    result.memory = latencyMemory?.memory ?? null;
+    result.latency = latencyMemory?.latency ?? null;
+  }
+  result.ws = await phase(`graphql-ws fan-out ${options.n} x ${options.m}`, () =>
+    measureFanout(target, target.wsOpener, measured),
+  );
+  if (name === 'switchboard') {
+    for (const [mode, key] of [
+      ['distinct', 'sseDistinct'],
+      ['single', 'sseSingle'],
+    ] as const satisfies readonly (readonly [SseMode, keyof ServerResult])[]) {
+      result[key] = await phase(`sse ${mode} fan-out ${options.n} x ${options.m}`, () =>
+        measureFanout(target, (sink) => target.sseOpener(mode, sink), measured),
+      );
+    }
+  }
+}
+
+async function main(): Promise<number> {
+  let options: BenchOptions;
+  try {
+    const parsed = parseOptions(process.argv.slice(2));
+    if (parsed === 'help') {
+      process.stdout.write(`${USAGE}\n`);
+      return 0;
+    }
+    options = parsed;
+  } catch (error) {
+    process.stderr.write(`${(error as Error).message}\n\n${USAGE}\n`);
+    return 2;
+  }
+
+  const running = new Set<ServerUnderTest>();
+  const stopServer = async (server: ServerUnderTest) => {
+    try {
+      await withTimeout(server.stop(), 20_000, `stopping ${server.name}`);
+    } catch (error) {
+      progress(`${server.name}: cleanup failed: ${(error as Error).message}`);
+    } finally {
+      running.delete(server);
+    }
+  };
+  let interrupted = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (interrupted) return;
+    interrupted = true;
+    progress(`${signal}: stopping servers and dropping databases`);
+    void Promise.allSettled([...running].map(stopServer)).finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const startedAt = new Date().toISOString();
+  const servers: Summary['servers'] = {};
+  for (const name of options.only) {
+    if (interrupted) break;
+    const result: ServerResult = {
+      name,
+      processes: 0,
+      memory: null,
+      latency: null,
+      ws: null,
+      sseDistinct: null,
+      sseSingle: null,
+      errors: [],
+      serverWarnings: [],
+    };
+    servers[name] = result;
+    progress(`${name}: starting`);
+    let server: ServerUnderTest;
+    try {
+      server = await startConfiguration(name, options);
+    } catch (error) {
+      result.errors.push(`start: ${(error as Error).message}`);
+      progress(`${name}: start FAILED: ${(error as Error).message}`);
+      continue;
+    }
+    running.add(server);
+    result.processes = server.processes.length;
+    let target: BenchTarget | null = null;
+    try {
+      target = await prepareTarget(server, options.payload);
+      await benchConfiguration(target, name, options, result, () => interrupted);
+    } catch (error) {
+      result.errors.push(`prepare: ${(error as Error).message}`);
+      progress(`${name}: FAILED: ${(error as Error).message}`);
+    } finally {
+      await target?.close().catch(() => {});
+      result.serverWarnings = server.processes.flatMap((p) => p.warnings).slice(0, 100);
+      await stopServer(server);
+    }
+  }
+  closeSseAgent();
+
+  const { ratios, targets } = evaluate(servers, options);
+  const summary: Summary = {
+    startedAt,
+    durationSeconds: (performance.now() - began) / 1000,
+    options,
+    machine: { cpus: availableParallelism(), node: process.version, loadAverage: loadavg() },
+    servers,
+    ratios,
+    targets,
+  };
+  const json = `${JSON.stringify(summary, null, 2)}\n`;
+  await mkdir(fileURLToPath(new URL('./results/', import.meta.url)), { recursive: true });
+  await writeFile(RESULTS_FILE, json);
+  if (options.json) await writeFile(options.json, json);
+  process.stdout.write(json);
+  process.stdout.write(`\n${formatReport(summary)}\n`);
+  process.stdout.write(
+    `JSON summary: ${RESULTS_FILE}${options.json ? ` and ${options.json}` : ''}\n`,
+  );
+  const failed = Object.values(servers).some((r) => r.errors.length > 0);
+  return failed ? 1 : 0;
+}
+
+if (process.env[PINNED_FLAG] === '1') {
+  main().then(
+    (code) => process.exit(code),
+    (error: unknown) => {
+      process.stderr.write(`bench failed: ${(error as Error).stack ?? String(error)}\n`);
+      process.exit(1);
+    },
+  );
+} else {
+  reexecPinned();
+}

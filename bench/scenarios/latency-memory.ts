@@ -1,0 +1,99 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type BenchTarget, sinkOf } from '../load/bench-target.ts';
+import { DeliveryLog } from '../load/deliveries.ts';
+import { closeMany, openMany } from '../load/subscriber.ts';
+import { rssBytes, waitIdle } from '../proc.ts';
+
+/** Server memory held per idle, subscribed graphql-ws connection. */
+export interface MemoryResult {
+  connections: number;
+  rssBeforeBytes: number;
+  rssAfterBytes: number;
+  bytesPerConnection: number;
+}
+
+/** Time from sending one publish until the first, median and last subscriber had the event. */
+export interface LatencyRound {
+  firstMs: number;
+  medianMs: number;
+  lastMs: number;
+  /**
+   * CPU the load generator spent on the round (ms). Close to lastMs means the clients, not the
+   * server, set the pace of the last deliveries.
+   */
+  loadGeneratorCpuMs: number;
+}
+
+export interface LatencyResult extends LatencyRound {
+  subscribers: number;
+  /** Measured rounds (warm-up rounds excluded); the summary values are their medians. */
+  rounds: LatencyRound[];
+}
+
+const median = (values: readonly number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor((sorted.length - 1) / 2)] ?? Number.NaN;
+};
+
+/**
+ * Memory, then latency, on one set of `subscribers` graphql-ws clients. Memory: summed RSS of
+ * the server process(es) before connecting and after all are subscribed and the servers went
+ * idle (plus half a second), delta / subscribers. Latency: `warmup + rounds` single publishes,
+ * each waited for until every subscriber had it; the clock is the harness's performance.now().
+ */
+export async function measureLatencyAndMemory(
+  target: BenchTarget,
+  options: { subscribers: number; rounds: number; warmup: number },
+): Promise<{ memory: MemoryResult; latency: LatencyResult }> {
+  const rss = async () => (await Promise.all(target.pids.map(rssBytes))).reduce((a, b) => a + b, 0);
+  await waitIdle(target.pids);
+  const rssBeforeBytes = await rss();
+  const log = new DeliveryLog(options.subscribers, true);
+  target.setPhase(log);
+  const subscribers = await openMany(options.subscribers, target.wsOpener(sinkOf(log)));
+  try {
+    await waitIdle(target.pids, 5_000);
+    await sleep(500);
+    const rssAfterBytes = await rss();
+    const memory: MemoryResult = {
+      connections: options.subscribers,
+      rssBeforeBytes,
+      rssAfterBytes,
+      bytesPerConnection: (rssAfterBytes - rssBeforeBytes) / options.subscribers,
+    };
+
+    const rounds: LatencyRound[] = [];
+    for (let round = 0; round < options.warmup + options.rounds; round++) {
+      const seq = target.nextSeq();
+      log.expect(seq);
+      const cpuBefore = process.cpuUsage();
+      const { sentAt, done } = target.publisher.publish(seq);
+      await Promise.all([done, log.complete(seq)]);
+      const cpu = process.cpuUsage(cpuBefore);
+      const times = log.timesOf(seq).map((at) => at - sentAt);
+      if (round >= options.warmup) {
+        rounds.push({
+          firstMs: Math.min(...times),
+          medianMs: median(times),
+          lastMs: Math.max(...times),
+          loadGeneratorCpuMs: (cpu.user + cpu.system) / 1000,
+        });
+      }
+      await waitIdle(target.pids, 1_000);
+    }
+    const latency: LatencyResult = {
+      subscribers: options.subscribers,
+      rounds,
+      firstMs: median(rounds.map((r) => r.firstMs)),
+      medianMs: median(rounds.map((r) => r.medianMs)),
+      lastMs: median(rounds.map((r) => r.lastMs)),
+      loadGeneratorCpuMs: median(rounds.map((r) => r.loadGeneratorCpuMs)),
+    };
+    return { memory, latency };
+  } finally {
+    target.setPhase(null);
+    log.close();
+    await closeMany(subscribers);
+    await waitIdle(target.pids);
+  }
+}
