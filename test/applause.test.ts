@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { ExecutionResult } from 'graphql';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   ApplauseDocument,
   type ApplauseSubscription,
@@ -9,11 +9,8 @@ import {
   PublishDocument,
   SendApplauseDocument,
 } from './generated/graphql.ts';
-import { startServer, type TestServer } from './support/app.ts';
-import { gql, type ResultQueue, sseClient, wsClient } from './support/clients.ts';
-import { nextMatching } from './support/json-lines.ts';
-import { createTestDatabase } from './support/postgres.ts';
-import { requireRedis } from './support/redis.ts';
+import { gql, nextMatching, type ResultQueue } from './support/clients.ts';
+import { useInstances } from './support/instances.ts';
 
 type ApplauseQueue = ResultQueue<ExecutionResult<ApplauseSubscription>>;
 
@@ -32,41 +29,8 @@ function untilApplause(
 }
 
 describe('applause and meetings across two instances on one Redis', () => {
-  let a: TestServer;
-  let b: TestServer;
-  let dropDb: () => Promise<void>;
-  const cleanups: (() => void)[] = [];
+  const { a, b, ws, sse } = useInstances({ APPLAUSE_INTERVAL_MS: '100', APPLAUSE_WINDOW_S: '3' });
 
-  beforeAll(async () => {
-    const [db, redis] = await Promise.all([createTestDatabase(), requireRedis()]);
-    dropDb = db.drop;
-    const env = {
-      DATABASE_URL: db.url,
-      REDIS_URL: redis.url,
-      REDIS_PREFIX: redis.prefix,
-      APPLAUSE_INTERVAL_MS: '100',
-      APPLAUSE_WINDOW_S: '3',
-    };
-    a = await startServer(env);
-    b = await startServer(env);
-  });
-
-  afterAll(async () => {
-    for (const cleanup of cleanups) cleanup();
-    await Promise.all([a?.stop(), b?.stop()]);
-    await dropDb?.();
-  });
-
-  const ws = (server: TestServer, token?: string) => {
-    const c = wsClient(server.wsUrl, token);
-    cleanups.push(() => void c.dispose());
-    return c;
-  };
-  const sse = (server: TestServer, token: string) => {
-    const c = sseClient(server.url, token);
-    cleanups.push(() => c.dispose());
-    return c;
-  };
   const codeOf = (r: { body: ExecutionResult<unknown> }) =>
     r.body.errors?.[0]?.extensions?.['code'];
 

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { ExecutionResult } from 'graphql';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import {
   AutoupdateDocument,
   type AutoupdateSubscription,
@@ -8,9 +8,8 @@ import {
   WriteDataDocument,
 } from './generated/graphql.ts';
 import { startServer, type TestServer } from './support/app.ts';
-import { gql, type ResultQueue, sseClient, wsClient } from './support/clients.ts';
-import { createTestDatabase } from './support/postgres.ts';
-import { requireRedis } from './support/redis.ts';
+import { gql, type ResultQueue } from './support/clients.ts';
+import { useInstances } from './support/instances.ts';
 
 type Batch = AutoupdateSubscription['autoupdate'];
 type BatchQueue = ResultQueue<ExecutionResult<AutoupdateSubscription>>;
@@ -31,32 +30,12 @@ const deletedIn = (batch: Batch, collection: string) =>
   (batch.deleted as Record<string, unknown[]>)[collection] ?? [];
 
 describe('autoupdate across two instances on one Redis', () => {
-  let a: TestServer;
-  let b: TestServer;
+  const { a, b, ws, sse } = useInstances();
   let service: string;
-  let dropDb: () => Promise<void>;
-  const cleanups: (() => void)[] = [];
 
   beforeAll(async () => {
-    const [db, redis] = await Promise.all([createTestDatabase(), requireRedis()]);
-    dropDb = db.drop;
-    const env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix };
-    a = await startServer(env);
-    b = await startServer(env);
     service = await a.token('connector', { service: true });
   });
-
-  afterAll(async () => {
-    for (const cleanup of cleanups) cleanup();
-    await Promise.all([a?.stop(), b?.stop()]);
-    await dropDb?.();
-  });
-
-  const ws = (server: TestServer, token: string) => {
-    const c = wsClient(server.wsUrl, token);
-    cleanups.push(() => void c.dispose());
-    return c;
-  };
 
   const write = async (server: TestServer, changes: Change[], token = service) => {
     const result = await gql(server.url, WriteDataDocument, { changes }, token);
@@ -177,8 +156,7 @@ describe('autoupdate across two instances on one Redis', () => {
     const collection = unique('secret/doc');
     const [owner, other] = [unique('owner'), unique('other')];
     const ownerStream = ws(a, await a.token(owner)).subscribe(AutoupdateDocument, {});
-    const otherStream = sseClient(b.url, await b.token(other)).subscribe(AutoupdateDocument, {});
-    cleanups.push(() => otherStream.close());
+    const otherStream = sse(b, await b.token(other)).subscribe(AutoupdateDocument, {});
     await nextBatch(ownerStream);
     await nextBatch(otherStream);
 
@@ -294,8 +272,7 @@ describe('autoupdate across two instances on one Redis', () => {
     expect(changedIn(snapshot, collection)).toEqual([]);
     expect(snapshot.events).toEqual([]);
 
-    const anonymous = wsClient(a.wsUrl);
-    cleanups.push(() => void anonymous.dispose());
+    const anonymous = ws(a);
     const refused = await anonymous.subscribe(AutoupdateDocument, {}).next();
     expect(refused.errors?.[0]?.extensions?.['code']).toBe('UNAUTHENTICATED');
     const negative = await ws(a, userToken).subscribe(AutoupdateDocument, { changeId: -1 }).next();
@@ -304,23 +281,8 @@ describe('autoupdate across two instances on one Redis', () => {
 });
 
 describe('autoupdate retention', () => {
-  let server: TestServer;
-  let databaseUrl: string;
-  let dropDb: () => Promise<void>;
-  const cleanups: (() => void)[] = [];
-
-  beforeAll(async () => {
-    const db = await createTestDatabase();
-    dropDb = db.drop;
-    databaseUrl = db.url;
-    server = await startServer({ DATABASE_URL: db.url, AUTOUPDATE_RETENTION: '5' });
-  });
-
-  afterAll(async () => {
-    for (const cleanup of cleanups) cleanup();
-    await server?.stop();
-    await dropDb?.();
-  });
+  const instance = useInstances({ AUTOUPDATE_RETENTION: '5' }, 1, { redis: false });
+  const { a: server, ws } = instance;
 
   it('answers a changeId older than the kept changes with an allData snapshot', async () => {
     const service = await server.token('connector', { service: true });
@@ -336,11 +298,8 @@ describe('autoupdate retention', () => {
       last = r.body.data?.writeData as number;
     }
     await server.app.services.changeLog.prune();
-    const subscribe = (changeId: number) => {
-      const c = wsClient(server.wsUrl, user);
-      cleanups.push(() => void c.dispose());
-      return c.subscribe(AutoupdateDocument, { changeId });
-    };
+    const subscribe = (changeId: number) =>
+      ws(server, user).subscribe(AutoupdateDocument, { changeId });
 
     const tooOld = await subscribe(2).next();
     expect(tooOld.data?.autoupdate).toMatchObject({
@@ -361,7 +320,10 @@ describe('autoupdate retention', () => {
   });
 
   it('prunes by age, keeping changes younger than the retention', async () => {
-    const byAge = await startServer({ DATABASE_URL: databaseUrl, AUTOUPDATE_RETENTION: '7d' });
+    const byAge = await startServer({
+      DATABASE_URL: instance.databaseUrl,
+      AUTOUPDATE_RETENTION: '7d',
+    });
     try {
       expect(await byAge.app.services.changeLog.prune()).toBe(0);
     } finally {

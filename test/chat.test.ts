@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { ExecutionResult } from 'graphql';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   ChatDocument,
   type ChatSubscription,
@@ -9,10 +9,9 @@ import {
   SendChatMessageDocument,
   UpsertUserDocument,
 } from './generated/graphql.ts';
-import { startServer, type TestServer } from './support/app.ts';
-import { gql, type ResultQueue, sseClient, WAIT_MS, wsClient } from './support/clients.ts';
-import { createTestDatabase } from './support/postgres.ts';
-import { requireRedis } from './support/redis.ts';
+import type { TestServer } from './support/app.ts';
+import { gql, type ResultQueue, WAIT_MS } from './support/clients.ts';
+import { useInstances } from './support/instances.ts';
 
 type ChatQueue = ResultQueue<ExecutionResult<ChatSubscription>>;
 type ChatEvent = ChatSubscription['chat'];
@@ -45,40 +44,8 @@ async function nextStateOf(queue: ChatQueue, userId: string): Promise<State> {
 }
 
 describe('chat across two instances on one Redis', () => {
-  let a: TestServer;
-  let b: TestServer;
-  let dropDb: () => Promise<void>;
-  const cleanups: (() => void)[] = [];
+  const { a, b, ws, sse } = useInstances({ CHAT_MAX_LENGTH: '40' });
 
-  beforeAll(async () => {
-    const [db, redis] = await Promise.all([createTestDatabase(), requireRedis()]);
-    dropDb = db.drop;
-    const env = {
-      DATABASE_URL: db.url,
-      REDIS_URL: redis.url,
-      REDIS_PREFIX: redis.prefix,
-      CHAT_MAX_LENGTH: '40',
-    };
-    a = await startServer(env);
-    b = await startServer(env);
-  });
-
-  afterAll(async () => {
-    for (const cleanup of cleanups) cleanup();
-    await Promise.all([a?.stop(), b?.stop()]);
-    await dropDb?.();
-  });
-
-  const ws = (server: TestServer, token: string, lazy = true) => {
-    const c = wsClient(server.wsUrl, token, { lazy });
-    cleanups.push(() => void c.dispose());
-    return c;
-  };
-  const sse = (server: TestServer, token: string, singleConnection = false) => {
-    const c = sseClient(server.url, token, { singleConnection });
-    cleanups.push(() => c.dispose());
-    return c;
-  };
   const send = async (server: TestServer, token: string, to: string, text: string) => {
     const r = await gql(server.url, SendChatMessageDocument, { to, text }, token);
     if (!r.body.data) throw new Error(`send failed: ${JSON.stringify(r.body)}`);
@@ -269,8 +236,7 @@ describe('chat across two instances on one Redis', () => {
   });
 
   it('refuses anonymous chat streams and queries', async () => {
-    const client = wsClient(a.wsUrl);
-    cleanups.push(() => void client.dispose());
+    const client = ws(a);
     const stream = client.subscribe(ChatDocument, {});
     const result = await stream.next();
     expect(result.errors?.[0]?.extensions?.['code']).toBe('UNAUTHENTICATED');

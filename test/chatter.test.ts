@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { ExecutionResult } from 'graphql';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import {
   ChatDocument,
@@ -8,10 +8,9 @@ import {
   MessagesDocument,
   SendChatMessageDocument,
 } from './generated/graphql.ts';
-import { startServer, type TestServer } from './support/app.ts';
-import { gql, ResultQueue, WAIT_MS, wsClient } from './support/clients.ts';
-import { createTestDatabase } from './support/postgres.ts';
-import { requireRedis } from './support/redis.ts';
+import type { TestServer } from './support/app.ts';
+import { gql, nextMatching, ResultQueue, WAIT_MS, warmUp } from './support/clients.ts';
+import { useInstances } from './support/instances.ts';
 
 const unique = (name: string) => `${name}-${randomBytes(4).toString('hex')}`;
 const SECRET = 'chatter-test-secret';
@@ -47,12 +46,7 @@ function openSocket(url: string): Promise<ChatterSocket> {
         frames,
         closed,
         send: (frame) => socket.send(typeof frame === 'string' ? frame : JSON.stringify(frame)),
-        async nextChat(timeoutMs = WAIT_MS) {
-          for (;;) {
-            const frame = await frames.next(timeoutMs);
-            if ('id' in frame) return frame;
-          }
-        },
+        nextChat: (timeoutMs = WAIT_MS) => nextMatching(frames, (f) => 'id' in f, { timeoutMs }),
       });
     });
     socket.once('unexpected-response', (_req, res) => {
@@ -68,29 +62,7 @@ function openSocket(url: string): Promise<ChatterSocket> {
 }
 
 describe('chatter shim across two instances', () => {
-  let a: TestServer;
-  let b: TestServer;
-  let dropDb: () => Promise<void>;
-  const cleanups: (() => void)[] = [];
-
-  beforeAll(async () => {
-    const [db, redis] = await Promise.all([createTestDatabase(), requireRedis()]);
-    dropDb = db.drop;
-    const env = {
-      DATABASE_URL: db.url,
-      REDIS_URL: redis.url,
-      REDIS_PREFIX: redis.prefix,
-      CHATTER_SERVICE_SECRET: SECRET,
-    };
-    a = await startServer(env);
-    b = await startServer(env);
-  });
-
-  afterAll(async () => {
-    for (const cleanup of cleanups) cleanup();
-    await Promise.all([a?.stop(), b?.stop()]);
-    await dropDb?.();
-  });
+  const { a, b, ws, onCleanup } = useInstances({ CHATTER_SERVICE_SECRET: SECRET });
 
   const call = async (
     server: TestServer,
@@ -123,7 +95,7 @@ describe('chatter shim across two instances', () => {
   const chatter = async (server: TestServer, jwt: string) => {
     const token = await wsToken(server === a ? b : a, jwt);
     const s = await openSocket(`${server.url.replace(/^http/, 'ws')}/chatter/ws?token=${token}`);
-    cleanups.push(() => s.socket.terminate());
+    onCleanup(() => s.socket.terminate());
     return s;
   };
 
@@ -243,27 +215,20 @@ describe('chatter shim across two instances', () => {
     // The legacy user, created from its token on first use; its stream is live once its own
     // message comes back to it (warm up until one does).
     const old = await chatter(a, legacyJwt);
-    let echo: Frame | null = null;
-    for (let attempt = 0; attempt < 40 && !echo; attempt++) {
-      old.send({ username_to: legacy, message: 'me' });
-      echo = await old.nextChat(250).catch(() => null);
-    }
+    const echo = await warmUp(
+      () => old.send({ username_to: legacy, message: 'me' }),
+      (timeoutMs) => old.nextChat(timeoutMs),
+    );
     expect(echo).toMatchObject({ username_from: legacy, username_to: legacy, message: 'me' });
     // Drain the other echoes: a marker ends them.
     old.send({ username_to: legacy, message: 'marker' });
-    while ((await old.nextChat())['message'] !== 'marker');
+    await nextMatching(old.frames, (f) => f['message'] === 'marker');
 
     // The GraphQL user connects on the other instance: the legacy socket sees it come online.
-    const client = wsClient(b.wsUrl, modernJwt);
-    cleanups.push(() => void client.dispose());
+    const client = ws(b, modernJwt);
     const stream = client.subscribe(ChatDocument, {});
-    for (;;) {
-      const frame = await old.frames.next();
-      if (frame['username'] === modern) {
-        expect(frame).toEqual({ username: modern, active: true });
-        break;
-      }
-    }
+    const online = await nextMatching(old.frames, (f) => f['username'] === modern);
+    expect(online).toEqual({ username: modern, active: true });
     const nextMessage = async (timeoutMs = WAIT_MS) => {
       for (;;) {
         const r: ExecutionResult<ChatSubscription> = await stream.next(timeoutMs);
@@ -272,17 +237,15 @@ describe('chatter shim across two instances', () => {
       }
     };
     // Until the GraphQL stream is live, warm up: legacy -> modern, as often as needed.
-    let first: Awaited<ReturnType<typeof nextMessage>> | null = null;
-    for (let attempt = 0; attempt < 40 && !first; attempt++) {
-      old.send({ username_to: modern, message: 'warm-up', image_path: '/w.png' });
-      first = await nextMessage(250).catch(() => null);
-    }
+    const first = await warmUp(
+      () => old.send({ username_to: modern, message: 'warm-up', image_path: '/w.png' }),
+      nextMessage,
+    );
     expect(first).toMatchObject({ from: legacy, to: modern, text: 'warm-up', imagePath: '/w.png' });
 
     // legacy -> GraphQL: the same real id on both ends and in the history.
     old.send({ username_to: modern, message: 'hello modern', sender: 'ignored' });
-    let own = await old.nextChat();
-    while (own['message'] !== 'hello modern') own = await old.nextChat();
+    const own = await nextMatching(old.frames, (f) => f['message'] === 'hello modern');
     let received = await nextMessage();
     while (received.text !== 'hello modern') received = await nextMessage();
     expect(received).toMatchObject({ id: own['id'], from: legacy, to: modern });

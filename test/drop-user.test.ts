@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { ExecutionResult } from 'graphql';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import {
   AutoupdateDocument,
@@ -8,34 +8,19 @@ import {
   DropUserDocument,
   WriteDataDocument,
 } from './generated/graphql.ts';
-import { startServer, type TestServer } from './support/app.ts';
-import { gql, ResultQueue, sseClient, WAIT_MS, wsClient } from './support/clients.ts';
+import type { TestServer } from './support/app.ts';
+import { gql, ResultQueue, WAIT_MS } from './support/clients.ts';
+import { useInstances } from './support/instances.ts';
 import { readJsonLines } from './support/json-lines.ts';
-import { createTestDatabase } from './support/postgres.ts';
-import { requireRedis } from './support/redis.ts';
 
 const unique = (name: string) => `${name}-${randomBytes(4).toString('hex')}`;
 
 describe('dropUser across two instances on one Redis', () => {
-  let a: TestServer;
-  let b: TestServer;
+  const { a, b, ws, sse, onCleanup } = useInstances();
   let service: string;
-  let dropDb: () => Promise<void>;
-  const cleanups: (() => void)[] = [];
 
   beforeAll(async () => {
-    const [db, redis] = await Promise.all([createTestDatabase(), requireRedis()]);
-    dropDb = db.drop;
-    const env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix };
-    a = await startServer(env);
-    b = await startServer(env);
     service = await a.token('connector', { service: true });
-  });
-
-  afterAll(async () => {
-    for (const cleanup of cleanups) cleanup();
-    await Promise.all([a?.stop(), b?.stop()]);
-    await dropDb?.();
   });
 
   /** A notifier socket of `userId`, subscribed (its first frame is awaited by the caller). */
@@ -44,7 +29,7 @@ describe('dropUser across two instances on one Redis', () => {
     const socket = new WebSocket(url, {
       headers: { authorization: `Bearer ${await server.token(userId)}` },
     });
-    cleanups.push(() => socket.terminate());
+    onCleanup(() => socket.terminate());
     const frames = new ResultQueue<string>();
     const closed = new Promise<{ code: number; reason: string }>((resolve) =>
       socket.on('close', (code, reason) => resolve({ code, reason: String(reason) })),
@@ -70,23 +55,17 @@ describe('dropUser across two instances on one Redis', () => {
     const victimOnA = await a.token(victim);
     const victimOnB = await b.token(victim);
 
-    const wsA = wsClient(a.wsUrl, victimOnA);
-    const wsB = wsClient(b.wsUrl, victimOnB);
-    const sse = sseClient(b.url, victimOnB);
-    const other = wsClient(a.wsUrl, await a.token(bystander));
-    cleanups.push(
-      () => void wsA.dispose(),
-      () => void wsB.dispose(),
-      () => sse.dispose(),
-    );
-    cleanups.push(() => void other.dispose());
-    const streams = [wsA, wsB, sse].map((c) => c.subscribe(AutoupdateDocument, {}));
+    const wsA = ws(a, victimOnA);
+    const wsB = ws(b, victimOnB);
+    const sseB = sse(b, victimOnB);
+    const other = ws(a, await a.token(bystander));
+    const streams = [wsA, wsB, sseB].map((c) => c.subscribe(AutoupdateDocument, {}));
     const otherStream = other.subscribe(AutoupdateDocument, {});
     for (const s of [...streams, otherStream]) await firstBatch(s);
     const os3 = await readJsonLines(`${b.url}/system/autoupdate`, {
       authorization: `Bearer ${victimOnB}`,
     });
-    cleanups.push(() => os3.close());
+    onCleanup(() => os3.close());
     expect(await os3.lines.next()).toEqual({ connected: true });
     await os3.lines.next();
 

@@ -1,10 +1,9 @@
 import { EventSource } from 'eventsource';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { LastSeenDocument, PingDocument, PresenceDocument } from './generated/graphql.ts';
-import { expiredToken, startServer, type TestServer } from './support/app.ts';
-import { gql, ResultQueue, WAIT_MS, wsClient } from './support/clients.ts';
-import { createTestDatabase } from './support/postgres.ts';
-import { requireRedis } from './support/redis.ts';
+import { expiredToken, type TestServer } from './support/app.ts';
+import { gql, ResultQueue, WAIT_MS, warmUp } from './support/clients.ts';
+import { useInstances } from './support/instances.ts';
 
 interface Frame {
   time: number;
@@ -13,30 +12,6 @@ interface Frame {
 
 let userCounter = 0;
 const uniqueUser = (label: string) => `${label}-${process.pid}-${Date.now()}-${++userCounter}`;
-
-const cleanups: (() => void)[] = [];
-
-/** An EventSource on a heartbeat stream; resolves once the response headers arrived. */
-async function subscribe(server: TestServer, path: string, token?: string) {
-  const url = new URL(`${server.url}/heartbeat/subscribe/${path}`);
-  if (token) url.searchParams.set('token', token);
-  const frames = new ResultQueue<Frame>();
-  const source = new EventSource(url);
-  cleanups.push(() => source.close());
-  source.addEventListener('message', (event) => frames.push(JSON.parse(event.data) as Frame));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('stream did not open')), WAIT_MS);
-    source.addEventListener('open', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    source.addEventListener('error', (event) => {
-      clearTimeout(timer);
-      reject(new Error(`stream failed: ${event.code ?? ''} ${event.message ?? ''}`));
-    });
-  });
-  return { frames, close: () => source.close() };
-}
 
 function postPing(
   server: TestServer,
@@ -51,6 +26,9 @@ function postPing(
   });
 }
 
+/** Pings made until one shows on a stream (a ping within the minimum interval is ignored). */
+const WARM_UP_ATTEMPTS = 20;
+
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 const claim = (userid: unknown) => ({ 'x-user-claim': JSON.stringify({ userid }) });
 
@@ -61,45 +39,48 @@ async function pingUntilSeen(
   status: string,
   frames: ResultQueue<Frame>,
 ): Promise<Frame> {
-  const deadline = Date.now() + WAIT_MS;
-  for (;;) {
-    const response = await postPing(server, JSON.stringify({ status }), bearer(token));
-    expect(response.status).toBe(200);
-    const frame = await frames.next(250).catch(() => null);
-    if (frame) {
-      expect(frame.status).toBe(status);
-      return frame;
-    }
-    if (Date.now() > deadline) throw new Error(`ping ${status} not seen within ${WAIT_MS} ms`);
-  }
+  const frame = await warmUp(
+    async () => {
+      const response = await postPing(server, JSON.stringify({ status }), bearer(token));
+      expect(response.status).toBe(200);
+    },
+    (timeoutMs) => frames.next(timeoutMs),
+    { attempts: WARM_UP_ATTEMPTS },
+  );
+  if (!frame) throw new Error(`ping ${status} not seen after ${WARM_UP_ATTEMPTS} pings`);
+  expect(frame.status).toBe(status);
+  return frame;
 }
 
 describe('heartbeat endpoints across two instances on one Redis', () => {
-  /** Trusts X-User-Claim. */
-  let a: TestServer;
-  /** Does not trust X-User-Claim. */
-  let b: TestServer;
-  let dropDb: () => Promise<void>;
+  // A trusts X-User-Claim, B does not.
+  const { a, b, ws, onCleanup } = useInstances((index) => ({
+    PING_MIN_INTERVAL_MS: '50',
+    HEARTBEAT_KEEPALIVE_S: '0.2',
+    ...(index === 0 ? { TRUST_USER_CLAIM_HEADER: 'true' } : {}),
+  }));
 
-  beforeAll(async () => {
-    const [db, redis] = await Promise.all([createTestDatabase(), requireRedis()]);
-    dropDb = db.drop;
-    const env = {
-      DATABASE_URL: db.url,
-      REDIS_URL: redis.url,
-      REDIS_PREFIX: redis.prefix,
-      PING_MIN_INTERVAL_MS: '50',
-      HEARTBEAT_KEEPALIVE_S: '0.2',
-    };
-    a = await startServer({ ...env, TRUST_USER_CLAIM_HEADER: 'true' });
-    b = await startServer(env);
-  });
-
-  afterAll(async () => {
-    for (const cleanup of cleanups.splice(0)) cleanup();
-    await Promise.all([a?.stop(), b?.stop()]);
-    await dropDb?.();
-  });
+  /** An EventSource on a heartbeat stream; resolves once the response headers arrived. */
+  async function subscribe(server: TestServer, path: string, token?: string) {
+    const url = new URL(`${server.url}/heartbeat/subscribe/${path}`);
+    if (token) url.searchParams.set('token', token);
+    const frames = new ResultQueue<Frame>();
+    const source = new EventSource(url);
+    onCleanup(() => source.close());
+    source.addEventListener('message', (event) => frames.push(JSON.parse(event.data) as Frame));
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('stream did not open')), WAIT_MS);
+      source.addEventListener('open', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      source.addEventListener('error', (event) => {
+        clearTimeout(timer);
+        reject(new Error(`stream failed: ${event.code ?? ''} ${event.message ?? ''}`));
+      });
+    });
+    return { frames, close: () => source.close() };
+  }
 
   it('answers 400 Bad Request without identity, with a bad claim or a bad body, and changes nothing', async () => {
     const user = uniqueUser('bad');
@@ -131,6 +112,12 @@ describe('heartbeat endpoints across two instances on one Redis', () => {
     expect((await fetch(`${a.url}/heartbeat/nope`)).status).toBe(404);
     expect((await fetch(`${a.url}/heartbeat/subscribe/u/other/c`)).status).toBe(404);
     expect((await fetch(`${a.url}/heartbeat/subscribe/x?token=forged`)).status).toBe(401);
+  });
+
+  it('answers 400 Bad Request to a subscribe for an invalid user id', async () => {
+    const response = await fetch(`${a.url}/heartbeat/subscribe/${'x'.repeat(300)}`);
+    expect(response.status).toBe(400);
+    expect(await response.text()).toBe('Bad Request');
   });
 
   it('delivers a ping of u1 to both its SSE subscribers and not to a subscriber of u2', async () => {
@@ -182,8 +169,7 @@ describe('heartbeat endpoints across two instances on one Redis', () => {
   it('keeps unknown codes as statusCode with status ACTIVE, and mixes with GraphQL pings', async () => {
     const user = uniqueUser('code');
     const token = await a.token(user);
-    const watcher = wsClient(b.wsUrl, await b.token(uniqueUser('w')));
-    cleanups.push(() => void watcher.dispose());
+    const watcher = ws(b, await b.token(uniqueUser('w')));
     const stream = await subscribe(a, encodeURIComponent(user));
 
     expect((await postPing(a, JSON.stringify({ status: 'lunch' }), bearer(token))).status).toBe(
@@ -195,13 +181,14 @@ describe('heartbeat endpoints across two instances on one Redis', () => {
     expect(first.data?.presence).toMatchObject({ status: 'ACTIVE', statusCode: 'lunch' });
 
     // A GraphQL ping shows on the legacy stream with its code.
-    const deadline = Date.now() + WAIT_MS;
-    let frame: Frame | null = null;
-    while (!frame && Date.now() < deadline) {
-      const result = await gql(a.url, PingDocument, { status: 'AWAY' }, token);
-      expect(result.body.errors).toBeUndefined();
-      frame = await stream.frames.next(250).catch(() => null);
-    }
+    const frame = await warmUp(
+      async () => {
+        const result = await gql(a.url, PingDocument, { status: 'AWAY' }, token);
+        expect(result.body.errors).toBeUndefined();
+      },
+      (timeoutMs) => stream.frames.next(timeoutMs),
+      { attempts: WARM_UP_ATTEMPTS },
+    );
     expect(frame?.status).toBe('1');
   });
 
@@ -222,7 +209,7 @@ describe('heartbeat endpoints across two instances on one Redis', () => {
 
   it('sends headers at once and flushed keep-alive comments', async () => {
     const controller = new AbortController();
-    cleanups.push(() => controller.abort());
+    onCleanup(() => controller.abort());
     const response = await fetch(`${b.url}/heartbeat/subscribe/${uniqueUser('ka')}`, {
       signal: controller.signal,
     });

@@ -1,10 +1,11 @@
 import { randomInt } from 'node:crypto';
 import { SignJWT } from 'jose';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ConfigureMeetingDocument, NotifyDocument, PublishDocument } from './generated/graphql.ts';
 import { startServer, TEST_TOKEN_KEY, type TestServer } from './support/app.ts';
-import { gql, WAIT_MS, wsClient } from './support/clients.ts';
-import { type JsonLinesReader, nextMatching, readJsonLines } from './support/json-lines.ts';
+import { gql, nextMatching, WAIT_MS } from './support/clients.ts';
+import { useInstances } from './support/instances.ts';
+import { type JsonLinesReader, readJsonLines } from './support/json-lines.ts';
 import { createTestDatabase } from './support/postgres.ts';
 import { requireRedis } from './support/redis.ts';
 
@@ -23,35 +24,15 @@ const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 const uniqueMeeting = () => randomInt(1_000_000, 2_000_000_000);
 
 describe('ICC endpoints across two instances on one Redis', () => {
-  let a: TestServer;
-  let b: TestServer;
-  let dropDb: () => Promise<void>;
-  const cleanups: (() => void)[] = [];
-
-  beforeAll(async () => {
-    const [db, redis] = await Promise.all([createTestDatabase(), requireRedis()]);
-    dropDb = db.drop;
-    const env = {
-      DATABASE_URL: db.url,
-      REDIS_URL: redis.url,
-      REDIS_PREFIX: redis.prefix,
-      APPLAUSE_INTERVAL_MS: '100',
-      APPLAUSE_WINDOW_S: '3',
-    };
-    a = await startServer(env);
-    b = await startServer(env);
-  });
-
-  afterAll(async () => {
-    for (const cleanup of cleanups) cleanup();
-    await Promise.all([a?.stop(), b?.stop()]);
-    await dropDb?.();
+  const { a, b, ws, onCleanup } = useInstances({
+    APPLAUSE_INTERVAL_MS: '100',
+    APPLAUSE_WINDOW_S: '3',
   });
 
   const icc = (server: TestServer, path: string) => `${server.url}/system/icc${path}`;
   const stream = async (url: string, headers: Record<string, string> = {}) => {
     const reader = await readJsonLines(url, headers);
-    cleanups.push(reader.close);
+    onCleanup(reader.close);
     return reader;
   };
   const post = async (url: string, body: string | undefined, headers: Record<string, string>) => {
@@ -140,8 +121,7 @@ describe('ICC endpoints across two instances on one Redis', () => {
     const sameUser = await stream(icc(b, '/notify'), bearer(await a.token('51')));
     const sameUserChannel = await channelOf(sameUser);
 
-    const client = wsClient(b.wsUrl, gqlToken);
-    cleanups.push(() => void client.dispose());
+    const client = ws(b, gqlToken);
     const graph = client.subscribe(NotifyDocument, { meetingId: String(meetingId) });
     const first = await graph.next();
     const graphChannel =

@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { startServer, type TestServer } from './support/app.ts';
+import type { TestServer } from './support/app.ts';
 import { ResultQueue, WAIT_MS } from './support/clients.ts';
-import { createTestDatabase } from './support/postgres.ts';
-import { requireRedis } from './support/redis.ts';
+import { useInstances } from './support/instances.ts';
 
 const SECRET = 'notifier-shared-secret-for-tests';
 const unique = (name: string) => `${name}-${randomBytes(4).toString('hex')}`;
@@ -61,36 +60,20 @@ function openSocket(server: TestServer, token?: string): Promise<NotifierSocket>
 }
 
 describe('notifier endpoints across two instances on one Redis', () => {
-  let a: TestServer;
-  let b: TestServer;
+  const { a, b, onCleanup } = useInstances({
+    NOTIFIER_SECRET: SECRET,
+    NOTIFIER_ANNOUNCE_TIMEOUT_MS: '1000',
+  });
   let service: string;
-  let dropDb: () => Promise<void>;
-  const sockets: NotifierSocket[] = [];
+  const terminated = (s: NotifierSocket) => onCleanup(() => s.socket.terminate());
 
   beforeAll(async () => {
-    const [db, redis] = await Promise.all([createTestDatabase(), requireRedis()]);
-    dropDb = db.drop;
-    const env = {
-      DATABASE_URL: db.url,
-      REDIS_URL: redis.url,
-      REDIS_PREFIX: redis.prefix,
-      NOTIFIER_SECRET: SECRET,
-      NOTIFIER_ANNOUNCE_TIMEOUT_MS: '1000',
-    };
-    a = await startServer(env);
-    b = await startServer(env);
     service = await a.token('connector', { service: true });
-  });
-
-  afterAll(async () => {
-    for (const s of sockets) s.socket.terminate();
-    await Promise.all([a?.stop(), b?.stop()]);
-    await dropDb?.();
   });
 
   const subscriber = async (server: TestServer, accessId: string, timestamp: number) => {
     const s = await openSocket(server, await server.token(accessId));
-    sockets.push(s);
+    terminated(s);
     s.announce({ access_id: accessId, timestamp });
     return s;
   };
@@ -199,7 +182,7 @@ describe('notifier endpoints across two instances on one Redis', () => {
     const accessId = unique('bad');
     for (const frame of ['{not json', '{"access_id": 5, "timestamp": 1}', '{"access_id": "x"}']) {
       const s = await openSocket(a, await a.token(accessId));
-      sockets.push(s);
+      terminated(s);
       s.socket.send(frame);
       expect(await s.frames.next()).toBe('Wrong JSON announcement');
       expect((await s.closed()).code).toBe(1000);
@@ -208,14 +191,14 @@ describe('notifier endpoints across two instances on one Redis', () => {
 
   it('closes a socket that never announces itself', async () => {
     const s = await openSocket(b, await b.token(unique('silent')));
-    sockets.push(s);
+    terminated(s);
     expect((await s.closed()).code).toBe(1000);
   });
 
   it('refuses subscribers without a token for the access id', async () => {
     await expect(openSocket(a)).rejects.toThrow('refused: 401');
     const s = await openSocket(a, await a.token(unique('someone')));
-    sockets.push(s);
+    terminated(s);
     s.announce({ access_id: unique('someone-else'), timestamp: 0 });
     expect((await s.closed()).code).toBe(4403);
   });
@@ -250,19 +233,7 @@ describe('notifier endpoints across two instances on one Redis', () => {
 });
 
 describe('notifier open mode', () => {
-  let server: TestServer;
-  let dropDb: () => Promise<void>;
-
-  beforeAll(async () => {
-    const db = await createTestDatabase();
-    dropDb = db.drop;
-    server = await startServer({ DATABASE_URL: db.url, NOTIFIER_OPEN: 'true' });
-  });
-
-  afterAll(async () => {
-    await server?.stop();
-    await dropDb?.();
-  });
+  const { a: server } = useInstances({ NOTIFIER_OPEN: 'true' }, 1, { redis: false });
 
   it('lets anyone subscribe to any access id when NOTIFIER_OPEN=true', async () => {
     const s = await openSocket(server);

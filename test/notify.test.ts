@@ -1,15 +1,14 @@
 import type { ExecutionResult } from 'graphql';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   NotifyDocument,
   type NotifySubscription,
   PublishDocument,
   ViewerDocument,
 } from './generated/graphql.ts';
-import { expiredToken, startServer, type TestServer } from './support/app.ts';
-import { gql, type ResultQueue, sseClient, wsClient } from './support/clients.ts';
-import { createTestDatabase } from './support/postgres.ts';
-import { requireRedis } from './support/redis.ts';
+import { expiredToken } from './support/app.ts';
+import { gql, type ResultQueue } from './support/clients.ts';
+import { useInstances } from './support/instances.ts';
 
 type NotifyQueue = ResultQueue<ExecutionResult<NotifySubscription>>;
 
@@ -33,35 +32,7 @@ async function nextMessage(queue: NotifyQueue) {
 }
 
 describe('notify across two instances on one Redis', () => {
-  let a: TestServer;
-  let b: TestServer;
-  let dropDb: () => Promise<void>;
-  const cleanups: (() => void)[] = [];
-
-  beforeAll(async () => {
-    const [db, redis] = await Promise.all([createTestDatabase(), requireRedis()]);
-    dropDb = db.drop;
-    const env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix };
-    a = await startServer(env);
-    b = await startServer(env);
-  });
-
-  afterAll(async () => {
-    for (const cleanup of cleanups) cleanup();
-    await Promise.all([a?.stop(), b?.stop()]);
-    await dropDb?.();
-  });
-
-  const ws = (server: TestServer, token: string) => {
-    const c = wsClient(server.wsUrl, token);
-    cleanups.push(() => void c.dispose());
-    return c;
-  };
-  const sse = (server: TestServer, token: string, singleConnection = false) => {
-    const c = sseClient(server.url, token, { singleConnection });
-    cleanups.push(() => c.dispose());
-    return c;
-  };
+  const { a, b, ws, sse } = useInstances();
 
   it('answers viewer for a token and null for anonymous', async () => {
     const token = await a.token('42', { group: 'g1' });
@@ -200,8 +171,7 @@ describe('notify across two instances on one Redis', () => {
   });
 
   it('refuses notify subscriptions from anonymous callers', async () => {
-    const anonymous = wsClient(a.wsUrl);
-    cleanups.push(() => void anonymous.dispose());
+    const anonymous = ws(a);
     const result = await anonymous.subscribe(NotifyDocument, {}).next();
     expect(result.errors?.[0]?.extensions?.['code']).toBe('UNAUTHENTICATED');
   });

@@ -1,33 +1,17 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { WriteDataDocument } from './generated/graphql.ts';
-import { startServer, type TestServer } from './support/app.ts';
 import { gql } from './support/clients.ts';
+import { useInstances } from './support/instances.ts';
 import { readJsonLines } from './support/json-lines.ts';
-import { createTestDatabase } from './support/postgres.ts';
-import { requireRedis } from './support/redis.ts';
 
 describe('OS3 autoupdate and projector endpoints across two instances', () => {
-  let a: TestServer;
-  let b: TestServer;
+  const { a, b, onCleanup } = useInstances();
   let service: string;
   let user: string;
-  let dropDb: () => Promise<void>;
-  const cleanups: (() => void)[] = [];
 
   beforeAll(async () => {
-    const [db, redis] = await Promise.all([createTestDatabase(), requireRedis()]);
-    dropDb = db.drop;
-    const env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix };
-    a = await startServer(env);
-    b = await startServer(env);
     service = await a.token('connector', { service: true });
     user = await a.token('7');
-  });
-
-  afterAll(async () => {
-    for (const cleanup of cleanups) cleanup();
-    await Promise.all([a?.stop(), b?.stop()]);
-    await dropDb?.();
   });
 
   const write = async (changes: { key: string; value: unknown }[]) => {
@@ -37,7 +21,7 @@ describe('OS3 autoupdate and projector endpoints across two instances', () => {
   };
   const open = async (url: string, token: string | null = user) => {
     const reader = await readJsonLines(url, token ? { authorization: `Bearer ${token}` } : {});
-    cleanups.push(() => reader.close());
+    onCleanup(() => reader.close());
     return reader;
   };
 

@@ -1,10 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ApplauseDocument, NotifyDocument } from './generated/graphql.ts';
-import { startServer, type TestServer } from './support/app.ts';
-import { sseClient, WAIT_MS, wsClient } from './support/clients.ts';
-import { type JsonLinesReader, nextMatching, readJsonLines } from './support/json-lines.ts';
-import { createTestDatabase } from './support/postgres.ts';
-import { requireRedis } from './support/redis.ts';
+import type { TestServer } from './support/app.ts';
+import { nextMatching, WAIT_MS } from './support/clients.ts';
+import { useInstances } from './support/instances.ts';
+import { type JsonLinesReader, readJsonLines } from './support/json-lines.ts';
 
 const OS3_MEETING = '3003';
 
@@ -15,30 +14,10 @@ interface Line {
 }
 
 describe('OpenSlides 3 notify and applause across two instances on one Redis', () => {
-  let a: TestServer;
-  let b: TestServer;
-  let dropDb: () => Promise<void>;
-  const cleanups: (() => void)[] = [];
-
-  beforeAll(async () => {
-    const [db, redis] = await Promise.all([createTestDatabase(), requireRedis()]);
-    dropDb = db.drop;
-    const env = {
-      DATABASE_URL: db.url,
-      REDIS_URL: redis.url,
-      REDIS_PREFIX: redis.prefix,
-      APPLAUSE_INTERVAL_MS: '100',
-      APPLAUSE_WINDOW_S: '2',
-      OS3_MEETING_ID: OS3_MEETING,
-    };
-    a = await startServer(env);
-    b = await startServer(env);
-  });
-
-  afterAll(async () => {
-    for (const cleanup of cleanups) cleanup();
-    await Promise.all([a?.stop(), b?.stop()]);
-    await dropDb?.();
+  const { a, b, ws, sse, onCleanup } = useInstances({
+    APPLAUSE_INTERVAL_MS: '100',
+    APPLAUSE_WINDOW_S: '2',
+    OS3_MEETING_ID: OS3_MEETING,
   });
 
   const url = (server: TestServer, path: string) => `${server.url}/system${path}`;
@@ -46,7 +25,7 @@ describe('OpenSlides 3 notify and applause across two instances on one Redis', (
   /** Opens /system/notify and returns the stream after its first two lines, with the channel. */
   const notify = async (server: TestServer, token: string) => {
     const reader = await readJsonLines(url(server, '/notify'), auth(token));
-    cleanups.push(reader.close);
+    onCleanup(reader.close);
     expect(reader.status).toBe(200);
     expect(reader.contentType).toBe('application/octet-stream');
     expect(await reader.lines.next()).toEqual({ connected: true });
@@ -121,8 +100,7 @@ describe('OpenSlides 3 notify and applause across two instances on one Redis', (
     ];
     const one = await notify(a, t1);
     const two = await notify(b, t2);
-    const client = wsClient(b.wsUrl, t3);
-    cleanups.push(() => void client.dispose());
+    const client = ws(b, t3);
     const graph = client.subscribe(NotifyDocument, {});
     const first = await graph.next();
     const graphChannel =
@@ -164,8 +142,7 @@ describe('OpenSlides 3 notify and applause across two instances on one Redis', (
     const one = await notify(a, t1);
     const two = await notify(b, t2);
     // GraphQL sees the same meeting: both OS3 streams count as present there.
-    const watcher = sseClient(a.url, t3);
-    cleanups.push(() => watcher.dispose());
+    const watcher = sse(a, t3);
     const applause = watcher.subscribe(ApplauseDocument, { meetingId: OS3_MEETING });
     await nextMatching(applause, (r) => (r.data?.applause.presentUsers ?? 0) >= 3);
 

@@ -9,7 +9,8 @@ import {
   type PresenceSubscription,
 } from './generated/graphql.ts';
 import { startServer, type TestServer } from './support/app.ts';
-import { gql, type ResultQueue, sseClient, WAIT_MS, wsClient } from './support/clients.ts';
+import { gql, type ResultQueue, WAIT_MS } from './support/clients.ts';
+import { useClients, useInstances } from './support/instances.ts';
 import { createTestDatabase } from './support/postgres.ts';
 import { requireRedis } from './support/redis.ts';
 
@@ -55,41 +56,8 @@ async function nextPing(queue: PresenceQueue, timeoutMs = WAIT_MS) {
   return value;
 }
 
-const cleanups: (() => void)[] = [];
-const ws = (server: TestServer, token: string) => {
-  const c = wsClient(server.wsUrl, token);
-  cleanups.push(() => void c.dispose());
-  return c;
-};
-const sse = (server: TestServer, token: string) => {
-  const c = sseClient(server.url, token);
-  cleanups.push(() => c.dispose());
-  return c;
-};
-
 describe('presence across two instances on one Redis', () => {
-  let a: TestServer;
-  let b: TestServer;
-  let dropDb: () => Promise<void>;
-
-  beforeAll(async () => {
-    const [db, redis] = await Promise.all([createTestDatabase(), requireRedis()]);
-    dropDb = db.drop;
-    const env = {
-      DATABASE_URL: db.url,
-      REDIS_URL: redis.url,
-      REDIS_PREFIX: redis.prefix,
-      PING_MIN_INTERVAL_MS: '300',
-    };
-    a = await startServer(env);
-    b = await startServer(env);
-  });
-
-  afterAll(async () => {
-    for (const cleanup of cleanups.splice(0)) cleanup();
-    await Promise.all([a?.stop(), b?.stop()]);
-    await dropDb?.();
-  });
+  const { a, b, ws, sse } = useInstances({ PING_MIN_INTERVAL_MS: '300' });
 
   it('sends the cached ping at once, then every ping made on the other instance, in order', async () => {
     const user = uniqueUser('p');
@@ -147,40 +115,22 @@ describe('presence across two instances on one Redis', () => {
     const tooLong = await gql(a.url, LastSeenDocument, { userId: 'x'.repeat(300) }, token);
     expect(tooLong.body.errors?.[0]?.extensions?.['code']).toBe('BAD_USER_INPUT');
 
-    const anonymous = wsClient(a.wsUrl);
-    cleanups.push(() => void anonymous.dispose());
+    const anonymous = ws(a);
     const refused = await anonymous.subscribe(PresenceDocument, { userId: 'x' }).next();
     expect(refused.errors?.[0]?.extensions?.['code']).toBe('UNAUTHENTICATED');
   });
 });
 
 describe('presence timeouts and INVISIBLE across two instances', () => {
-  let c: TestServer;
-  let d: TestServer;
-  let dropDb: () => Promise<void>;
   const TIMEOUT_S = 3;
   /** Long enough for a timeout to happen, bounded. */
   const AFTER_TIMEOUT_MS = TIMEOUT_S * 1000 + WAIT_MS;
-
-  beforeAll(async () => {
-    const [db, redis] = await Promise.all([createTestDatabase(), requireRedis()]);
-    dropDb = db.drop;
-    const env = {
-      DATABASE_URL: db.url,
-      REDIS_URL: redis.url,
-      REDIS_PREFIX: redis.prefix,
-      PING_MIN_INTERVAL_MS: '300',
-      PRESENCE_TIMEOUT_S: String(TIMEOUT_S),
-    };
-    c = await startServer(env);
-    d = await startServer(env);
-  });
-
-  afterAll(async () => {
-    for (const cleanup of cleanups.splice(0)) cleanup();
-    await Promise.all([c?.stop(), d?.stop()]);
-    await dropDb?.();
-  });
+  const {
+    a: c,
+    b: d,
+    ws,
+    sse,
+  } = useInstances({ PING_MIN_INTERVAL_MS: '300', PRESENCE_TIMEOUT_S: String(TIMEOUT_S) });
 
   it('sends online=false once on every instance when the last ping times out', async () => {
     const user = uniqueUser('t');
@@ -247,10 +197,11 @@ describe('presence durability', () => {
   });
 
   afterAll(async () => {
-    for (const cleanup of cleanups.splice(0)) cleanup();
     await Promise.all(servers.map((s) => s.stop()));
     await dropDb?.();
   });
+  // Registered after the hook above, so its clients close before the servers stop.
+  const { ws } = useClients();
 
   const start = async () => {
     const redis = await requireRedis();
@@ -286,20 +237,7 @@ describe('presence durability', () => {
 });
 
 describe('presence without Redis (one instance, memory cache)', () => {
-  let server: TestServer;
-  let dropDb: () => Promise<void>;
-
-  beforeAll(async () => {
-    const db = await createTestDatabase();
-    dropDb = db.drop;
-    server = await startServer({ DATABASE_URL: db.url, PING_MIN_INTERVAL_MS: '300' });
-  });
-
-  afterAll(async () => {
-    for (const cleanup of cleanups.splice(0)) cleanup();
-    await server?.stop();
-    await dropDb?.();
-  });
+  const { a: server, sse } = useInstances({ PING_MIN_INTERVAL_MS: '300' }, 1, { redis: false });
 
   it('pings, limits the rate and streams', async () => {
     const user = uniqueUser('m');

@@ -1,14 +1,13 @@
 import type { ExecutionResult } from 'graphql';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import {
   ProjectorDocument,
   type ProjectorSubscription,
   WriteDataDocument,
 } from './generated/graphql.ts';
-import { startServer, type TestServer } from './support/app.ts';
-import { gql, type ResultQueue, sseClient, wsClient } from './support/clients.ts';
-import { createTestDatabase } from './support/postgres.ts';
-import { requireRedis } from './support/redis.ts';
+import type { TestServer } from './support/app.ts';
+import { gql, type ResultQueue } from './support/clients.ts';
+import { useInstances } from './support/instances.ts';
 
 type Update = ProjectorSubscription['projector'];
 type Change = { key: string; value?: unknown; visibleTo?: string[] | null };
@@ -20,25 +19,11 @@ async function nextUpdate(queue: ResultQueue<ExecutionResult<ProjectorSubscripti
 }
 
 describe('projector across two instances on one Redis', () => {
-  let a: TestServer;
-  let b: TestServer;
+  const { a, b, ws, sse } = useInstances();
   let service: string;
-  let dropDb: () => Promise<void>;
-  const cleanups: (() => void)[] = [];
 
   beforeAll(async () => {
-    const [db, redis] = await Promise.all([createTestDatabase(), requireRedis()]);
-    dropDb = db.drop;
-    const env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix };
-    a = await startServer(env);
-    b = await startServer(env);
     service = await a.token('connector', { service: true });
-  });
-
-  afterAll(async () => {
-    for (const cleanup of cleanups) cleanup();
-    await Promise.all([a?.stop(), b?.stop()]);
-    await dropDb?.();
   });
 
   const write = async (changes: Change[]) => {
@@ -47,9 +32,7 @@ describe('projector across two instances on one Redis', () => {
     return result.body.data?.writeData as number;
   };
   const subscribe = (server: TestServer, token: string, ids: string[]) => {
-    const client = wsClient(server.wsUrl, token);
-    cleanups.push(() => void client.dispose());
-    return client.subscribe(ProjectorDocument, { ids });
+    return ws(server, token).subscribe(ProjectorDocument, { ids });
   };
 
   it('renders existing projectors first, then only those whose output changed', async () => {
@@ -103,9 +86,7 @@ describe('projector across two instances on one Redis', () => {
     });
 
     // Another subscriber on the other instance, over SSE, gets the current render first.
-    const sse = sseClient(b.url, await b.token('viewer2'));
-    cleanups.push(() => sse.dispose());
-    const late = sse.subscribe(ProjectorDocument, { ids: ['1'] });
+    const late = sse(b, await b.token('viewer2')).subscribe(ProjectorDocument, { ids: ['1'] });
     expect(Object.keys((await nextUpdate(late)).data as object)).toEqual(['1']);
   });
 
@@ -124,8 +105,7 @@ describe('projector across two instances on one Redis', () => {
   });
 
   it('refuses anonymous callers and bad ids', async () => {
-    const anonymous = wsClient(a.wsUrl);
-    cleanups.push(() => void anonymous.dispose());
+    const anonymous = ws(a);
     const refused = await anonymous.subscribe(ProjectorDocument, { ids: ['1'] }).next();
     expect(refused.errors?.[0]?.extensions?.['code']).toBe('UNAUTHENTICATED');
     const token = await a.token('viewer3');

@@ -1,14 +1,13 @@
 import { once } from 'node:events';
 import { request as httpRequest } from 'node:http';
 import { serverAudits } from 'graphql-http';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import type { Connection } from '../src/domain/connections.ts';
 import { NotifyDocument, PublishDocument } from './generated/graphql.ts';
-import { startServer, type TestServer } from './support/app.ts';
+import type { TestServer } from './support/app.ts';
 import { gql, WAIT_MS, wsClient } from './support/clients.ts';
-import { createTestDatabase } from './support/postgres.ts';
-import { requireRedis } from './support/redis.ts';
+import { useInstances } from './support/instances.ts';
 
 /** Resolves when the connection closes, or rejects after the bound. */
 function closed(connection: Connection, timeoutMs = WAIT_MS): Promise<void> {
@@ -34,26 +33,11 @@ async function connectionsOf(server: TestServer, userId: string, count = 1): Pro
 }
 
 describe('transports', () => {
-  let server: TestServer;
-  let dropDb: () => Promise<void>;
-
-  beforeAll(async () => {
-    const [db, redis] = await Promise.all([createTestDatabase(), requireRedis()]);
-    dropDb = db.drop;
-    server = await startServer({
-      DATABASE_URL: db.url,
-      REDIS_URL: redis.url,
-      REDIS_PREFIX: redis.prefix,
-      // Small bounds so a stalled reader is found quickly.
-      WS_MAX_BUFFERED_BYTES: '262144',
-      SUBSCRIPTION_BUFFER: '50',
-    });
-  });
-
-  afterAll(async () => {
-    await server?.stop();
-    await dropDb?.();
-  });
+  const { a: server } = useInstances(
+    // Small bounds so a stalled reader is found quickly.
+    { WS_MAX_BUFFERED_BYTES: '262144', SUBSCRIPTION_BUFFER: '50' },
+    1,
+  );
 
   describe('GraphQL over HTTP audits (graphql-http)', () => {
     for (const audit of serverAudits({ url: () => `${server.url}/graphql` })) {

@@ -1,11 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { CreateWsTokenDocument } from './generated/graphql.ts';
-import { startServer, type TestServer } from './support/app.ts';
+import type { TestServer } from './support/app.ts';
 import { gql, WAIT_MS } from './support/clients.ts';
-import { createTestDatabase } from './support/postgres.ts';
-import { requireRedis } from './support/redis.ts';
+import { useInstances } from './support/instances.ts';
 
 const unique = (name: string) => `${name}-${randomBytes(4).toString('hex')}`;
 const TTL_S = 120;
@@ -45,29 +44,7 @@ function closeOf(socket: WebSocket): Promise<{ code: number; reason: string }> {
 }
 
 describe('ws tokens across two instances', () => {
-  let a: TestServer;
-  let b: TestServer;
-  let dropDb: () => Promise<void>;
-  const sockets: WebSocket[] = [];
-
-  beforeAll(async () => {
-    const [db, redis] = await Promise.all([createTestDatabase(), requireRedis()]);
-    dropDb = db.drop;
-    const env = {
-      DATABASE_URL: db.url,
-      REDIS_URL: redis.url,
-      REDIS_PREFIX: redis.prefix,
-      WS_TOKEN_TTL_S: String(TTL_S),
-    };
-    a = await startServer(env);
-    b = await startServer(env);
-  });
-
-  afterAll(async () => {
-    for (const socket of sockets) socket.terminate();
-    await Promise.all([a?.stop(), b?.stop()]);
-    await dropDb?.();
-  });
+  const { a, b, onCleanup } = useInstances({ WS_TOKEN_TTL_S: String(TTL_S) });
 
   const createToken = async (server: TestServer, jwt: string) => {
     const r = await gql(server.url, CreateWsTokenDocument, {}, jwt);
@@ -77,7 +54,8 @@ describe('ws tokens across two instances', () => {
   };
   const open = async (server: TestServer, token: string) => {
     const opened = await openChatter(server, token);
-    if (opened.socket) sockets.push(opened.socket);
+    const { socket } = opened;
+    if (socket) onCleanup(() => socket.terminate());
     return opened;
   };
 

@@ -5,8 +5,17 @@ import { CloseCode } from '../close-codes.ts';
 import { type ChatEvent, type ChatMessage, isConnectionState } from '../domain/chat.ts';
 import type { UserAdmin } from '../domain/users.ts';
 import { ErrorCode, isAppError } from '../errors.ts';
-import { closeOnExpiry, createConnection } from '../transport/connection.ts';
+import { createConnection } from '../transport/connection.ts';
 import { refuseUpgrade } from '../transport/http.ts';
+import {
+  BodyTooLarge,
+  parseJson,
+  readBody,
+  registerConnection,
+  requestUrl,
+  respond,
+  viewerOf as tokenViewerOf,
+} from './http.ts';
 import type { LegacyDeps } from './index.ts';
 import type { LegacyRoute } from './route.ts';
 
@@ -26,9 +35,8 @@ function say(res: ServerResponse, status: number, message: string): void {
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {
-  if (res.headersSent) return void res.end();
-  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-cache' });
-  res.end(JSON.stringify(body));
+  const headers = { 'content-type': 'application/json', 'cache-control': 'no-cache' };
+  respond(res, status, headers, JSON.stringify(body));
 }
 
 /** A chat message as chatter framed it (empty text / image omitted, like the original). */
@@ -52,32 +60,6 @@ function frameOf(event: ChatEvent) {
 const NOT_AUTHORISED = 'Not authorised';
 const isJwt = (token: string) => token.split('.').length === 3;
 
-function readBody(req: IncomingMessage, maxBytes: number): Promise<string | null> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > maxBytes) {
-        resolve(null);
-        req.destroy();
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.once('error', reject);
-  });
-}
-
-function parseJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-}
-
 const isObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
 
@@ -97,7 +79,7 @@ export function createChatterRoute(deps: LegacyDeps): LegacyRoute {
   async function viewerOf(req: IncomingMessage): Promise<Viewer | null> {
     const header = req.headers.authorization?.trim();
     if (header && !/^bearer\s/i.test(header)) return auth.verify(header);
-    return auth.fromRequest({ headers: req.headers, url: req.url });
+    return tokenViewerOf(auth, req);
   }
 
   /** The viewer, or null after answering 400 "Not authorised" (chatter's middleware). */
@@ -135,8 +117,13 @@ export function createChatterRoute(deps: LegacyDeps): LegacyRoute {
       if (isAppError(error)) return say(res, 400, NOT_AUTHORISED);
       throw error;
     }
-    const text = await readBody(req, config.MAX_BODY_BYTES);
-    const body = text === null ? undefined : parseJson(text);
+    const text = await readBody(req, config.MAX_BODY_BYTES).catch((error: unknown) => {
+      if (error instanceof BodyTooLarge) return null;
+      throw error;
+    });
+    // An oversized upload is cut off: the connection closes without an answer.
+    if (text === null) return void req.destroy();
+    const body = parseJson(text);
     // Only username and user_group are read, as in the original.
     if (!isObject(body) || typeof body['username'] !== 'string') {
       return say(res, 400, 'Bad body: expected {"username": "...", "user_group": "..."}');
@@ -208,8 +195,8 @@ export function createChatterRoute(deps: LegacyDeps): LegacyRoute {
    * The viewer a `?token=` stands for: a JWT is verified, anything else is consumed as a
    * single-use ws token. Null when refused (bad, used or expired).
    */
-  async function socketViewer(url: string | undefined): Promise<Viewer | null> {
-    const token = new URL(url ?? '/', 'http://localhost').searchParams.get('token') ?? '';
+  async function socketViewer(req: IncomingMessage): Promise<Viewer | null> {
+    const token = requestUrl(req).searchParams.get('token') ?? '';
     try {
       return isJwt(token) ? await auth.verify(token) : await services.wsTokens.consume(token);
     } catch (error) {
@@ -223,8 +210,7 @@ export function createChatterRoute(deps: LegacyDeps): LegacyRoute {
     const connection = createConnection('legacy-ws', viewer, (code, reason) =>
       socket.close(code, reason),
     );
-    services.connections.add(connection);
-    closeOnExpiry(connection, () => connection.close(CloseCode.TokenExpired, 'token expired'));
+    registerConnection(services, connection);
 
     const write = (frame: unknown) => {
       if (socket.readyState !== socket.OPEN) return;
@@ -303,7 +289,7 @@ export function createChatterRoute(deps: LegacyDeps): LegacyRoute {
     prefix: config.CHATTER_PREFIX,
     async handle(req, res, path) {
       const route = path.length > 1 ? path.replace(/\/+$/, '') : path;
-      const query = new URL(req.url ?? '/', 'http://localhost').searchParams;
+      const query = requestUrl(req).searchParams;
       const method = req.method ?? 'GET';
       const only = (allowed: string) => {
         if (method === allowed) return true;
@@ -329,7 +315,7 @@ export function createChatterRoute(deps: LegacyDeps): LegacyRoute {
           return;
         case '/ws': {
           // A plain request: the token is checked (and used up) as the original did.
-          const viewer = await socketViewer(req.url);
+          const viewer = await socketViewer(req);
           if (!viewer) return say(res, 403, 'Forbidden');
           return say(res, 400, 'Expected a WebSocket upgrade');
         }
@@ -339,7 +325,7 @@ export function createChatterRoute(deps: LegacyDeps): LegacyRoute {
     },
     upgrade(req, socket, head, path) {
       if (path.replace(/\/+$/, '') !== '/ws') return refuseUpgrade(socket, 404, 'Not Found');
-      socketViewer(req.url).then(
+      socketViewer(req).then(
         (viewer) => {
           if (!viewer) return refuseUpgrade(socket, 403, 'Forbidden');
           wss.handleUpgrade(req, socket, head, (ws) => serveSocket(ws, viewer));

@@ -2,7 +2,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Viewer } from '../auth/index.ts';
 import { CloseCode } from '../close-codes.ts';
 import { isAppError } from '../errors.ts';
-import { closeOnExpiry, createConnection } from '../transport/connection.ts';
+import { createConnection } from '../transport/connection.ts';
+import { readJson, registerConnection, viewerOf, writeText } from './http.ts';
 import type { LegacyDeps } from './index.ts';
 import type { LegacyRoute } from './route.ts';
 
@@ -11,39 +12,8 @@ class BadRequest extends Error {}
 
 const USER_CLAIM_HEADER = 'x-user-claim';
 
-function sendText(res: ServerResponse, status: number, body: string): void {
-  if (res.headersSent) return void res.end();
-  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8' });
-  res.end(body);
-}
-
-function readBody(req: IncomingMessage, maxBytes: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > maxBytes) {
-        req.removeAllListeners('data');
-        req.resume();
-        reject(new BadRequest('body too large'));
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.once('error', reject);
-  });
-}
-
 /** The status of a ping body `{"status":"<code>"}`; anything else is a bad request. */
-function parsePingBody(text: string): string {
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    throw new BadRequest('body is not JSON');
-  }
+function parsePingBody(body: unknown): string {
   const status = (body as { status?: unknown } | null)?.status;
   if (
     typeof body !== 'object' ||
@@ -124,7 +94,7 @@ export function createHeartbeatRoute(deps: LegacyDeps): LegacyRoute {
     if (config.TRUST_USER_CLAIM_HEADER && typeof claim === 'string') return viewerFromClaim(claim);
     let viewer: Viewer | null;
     try {
-      viewer = await auth.fromRequest({ headers: req.headers, url: req.url });
+      viewer = await viewerOf(auth, req);
     } catch {
       throw new BadRequest('bad token');
     }
@@ -137,11 +107,12 @@ export function createHeartbeatRoute(deps: LegacyDeps): LegacyRoute {
     let status: string;
     try {
       viewer = await identify(req);
-      status = parsePingBody(await readBody(req, config.MAX_BODY_BYTES));
+      // A body that is too large or not JSON is a BAD_USER_INPUT, answered as below.
+      status = parsePingBody(await readJson(req, config.MAX_BODY_BYTES));
       await services.presence.ping(viewer, status);
     } catch (error) {
       if (error instanceof BadRequest || isAppError(error)) {
-        return sendText(res, 400, 'Bad Request');
+        return writeText(res, 400, 'Bad Request');
       }
       throw error;
     }
@@ -152,12 +123,13 @@ export function createHeartbeatRoute(deps: LegacyDeps): LegacyRoute {
   async function subscribe(req: IncomingMessage, res: ServerResponse, userId: string) {
     let viewer: Viewer | null;
     try {
-      viewer = await auth.fromRequest({ headers: req.headers, url: req.url });
+      viewer = await viewerOf(auth, req);
     } catch {
-      return sendText(res, 401, 'Unauthorized');
+      return writeText(res, 401, 'Unauthorized');
     }
     const connection = createConnection('legacy-stream', viewer, () => {
-      if (!res.writableEnded) res.end();
+      // Before the stream's headers, a refusal answers instead (400 below).
+      if (res.headersSent && !res.writableEnded) res.end();
     });
     res.once('close', () => connection.close(CloseCode.Normal, 'client gone'));
     let pings: Awaited<ReturnType<typeof services.presence.subscribe>>;
@@ -170,7 +142,7 @@ export function createHeartbeatRoute(deps: LegacyDeps): LegacyRoute {
       });
     } catch (error) {
       connection.close(CloseCode.Normal, 'refused');
-      if (isAppError(error)) return sendText(res, 400, 'Bad Request');
+      if (isAppError(error)) return writeText(res, 400, 'Bad Request');
       throw error;
     }
     if (connection.signal.aborted) return;
@@ -183,8 +155,7 @@ export function createHeartbeatRoute(deps: LegacyDeps): LegacyRoute {
     if (req.httpVersionMajor < 2) headers['connection'] = 'keep-alive';
     res.writeHead(200, headers);
     res.flushHeaders();
-    services.connections.add(connection);
-    closeOnExpiry(connection, () => connection.close(CloseCode.TokenExpired, 'token expired'));
+    registerConnection(services, connection);
     track(res);
     try {
       for await (const p of pings) {
@@ -207,10 +178,10 @@ export function createHeartbeatRoute(deps: LegacyDeps): LegacyRoute {
     prefix: config.HEARTBEAT_PREFIX,
     async handle(req, res, path) {
       const parts = segments(path);
-      if (parts === null) return sendText(res, 400, 'Bad Request');
+      if (parts === null) return writeText(res, 400, 'Bad Request');
       const [first, userId, client, clientId] = parts;
       if (first === 'ping' && parts.length === 1) {
-        if (req.method !== 'POST') return sendText(res, 405, 'Method Not Allowed');
+        if (req.method !== 'POST') return writeText(res, 405, 'Method Not Allowed');
         return ping(req, res);
       }
       const isSubscribe =
@@ -218,10 +189,10 @@ export function createHeartbeatRoute(deps: LegacyDeps): LegacyRoute {
         userId !== undefined &&
         (parts.length === 2 || (parts.length === 4 && client === 'client' && clientId));
       if (isSubscribe) {
-        if (req.method !== 'GET') return sendText(res, 405, 'Method Not Allowed');
+        if (req.method !== 'GET') return writeText(res, 405, 'Method Not Allowed');
         return subscribe(req, res, userId);
       }
-      return sendText(res, 404, 'Not Found');
+      return writeText(res, 404, 'Not Found');
     },
   };
 }

@@ -1,66 +1,22 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Viewer } from '../auth/index.ts';
-import { CloseCode } from '../close-codes.ts';
 import type { ApplauseState } from '../domain/applause.ts';
-import type { Connection } from '../domain/connections.ts';
 import { isNotifyChannel, type NotifyEvent, type PublishInput } from '../domain/notify.ts';
-import { type AppError, badInput, isAppError, unauthenticated } from '../errors.ts';
-import { closeOnExpiry, createConnection } from '../transport/connection.ts';
+import { type AppError, badInput, isAppError } from '../errors.ts';
+import {
+  intParam,
+  readJson,
+  requestUrl,
+  requireViewer,
+  serveJsonLines,
+  viewerOf,
+  writeJson,
+  writeText,
+} from './http.ts';
 import type { LegacyDeps } from './index.ts';
 import type { LegacyRoute } from './route.ts';
 
 // ---------------------------------------------------------------------------------------------
-// Helpers shared by the OpenSlides shims (ICC and OS3).
-
-/** Thrown by `readBody` when a body is larger than allowed. */
-class BodyTooLarge extends Error {}
-
-/** The request body as text, at most `limit` bytes (BAD_USER_INPUT beyond). */
-export function readBody(req: IncomingMessage, limit: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limit) {
-        // Discard the rest (the socket stays usable for the error response).
-        req.off('data', onData);
-        req.resume();
-        chunks.length = 0;
-        reject(new BodyTooLarge(`The body is larger than ${limit} bytes`));
-        return;
-      }
-      chunks.push(chunk);
-    };
-    req.on('data', onData);
-    req.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.once('error', reject);
-  });
-}
-
-/** Reads and parses a JSON body; BAD_USER_INPUT for a body that is too large or not JSON. */
-export async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
-  let text: string;
-  try {
-    text = await readBody(req, limit);
-  } catch (error) {
-    if (error instanceof BodyTooLarge) throw badInput(error.message);
-    throw error;
-  }
-  try {
-    return JSON.parse(text) as unknown;
-  } catch (error) {
-    throw badInput(`invalid json: ${(error as Error).message}`);
-  }
-}
-
-/** An integer query parameter as a string id; undefined when absent, BAD_USER_INPUT when bad. */
-export function intParam(url: URL, name: string, message: string): string | undefined {
-  const raw = url.searchParams.get(name);
-  if (raw === null) return undefined;
-  if (!/^[+-]?\d{1,15}$/.test(raw)) throw badInput(message);
-  return String(Number.parseInt(raw, 10));
-}
+// OpenSlides formats shared by the ICC and OS3 shims (generic HTTP helpers are in http.ts).
 
 /** OpenSlides user ids are integers: numeric ids go out as numbers, others as strings. */
 export const wireUserId = (userId: string): number | string =>
@@ -91,84 +47,6 @@ export function stringField(value: unknown, field: string): string {
   if (value === undefined || value === null) return '';
   if (typeof value !== 'string') throw badInput(`${field} has to be a string`);
   return value;
-}
-
-export function writeJson(res: ServerResponse, status: number, body: unknown): void {
-  if (res.headersSent) return void res.end();
-  res.writeHead(status, { 'content-type': 'application/json' });
-  res.end(`${JSON.stringify(body)}\n`);
-}
-
-/**
- * A JSON-lines response tied to a legacy Connection: registered (so dropUser and shutdown end it),
- * closed at token expiry, ended when the client goes away. Nothing is sent before `start`, so a
- * refusal can still answer with a status code.
- */
-export interface JsonLinesStream {
-  readonly connection: Connection;
-  /** Sends status 200 and the headers at once. */
-  start(): void;
-  /**
-   * Writes one line, flushed at once: a string as it is (already JSON), anything else through
-   * JSON.stringify. Ends the stream as a slow consumer when unsent bytes pass WS_MAX_BUFFERED_BYTES.
-   */
-  write(line: unknown): void;
-  /** Writes each event of `events` as a line until either ends; then ends the stream. */
-  pump<T>(events: AsyncIterable<T>, format: (event: T) => unknown): Promise<void>;
-}
-
-/**
- * Opens a JSON-lines stream for `res` (see JsonLinesStream). `_req` is unused: the response's
- * `close` event, not the request's, tells that the client went away.
- */
-export function openJsonLines(
-  deps: LegacyDeps,
-  _req: IncomingMessage,
-  res: ServerResponse,
-  viewer: Viewer | null,
-  contentType: string,
-): JsonLinesStream {
-  // Before `start` the handler still answers (a refusal gets its status); afterwards closing the
-  // connection ends the response.
-  const connection = createConnection('legacy-stream', viewer, () => {
-    if (res.headersSent) res.end();
-  });
-  // The response closes when the client goes away (or after it ended).
-  res.once('close', () => connection.close(CloseCode.Normal, 'client gone'));
-  deps.services.connections.add(connection);
-  closeOnExpiry(connection, () => connection.close(CloseCode.TokenExpired, 'token expired'));
-  const limit = deps.config.WS_MAX_BUFFERED_BYTES;
-  const stream: JsonLinesStream = {
-    connection,
-    start() {
-      if (res.headersSent) return;
-      if (connection.signal.aborted) return void res.end();
-      res.writeHead(200, {
-        'content-type': contentType,
-        'cache-control': 'no-cache',
-        // Proxies such as nginx would otherwise hold lines back.
-        'x-accel-buffering': 'no',
-      });
-      res.flushHeaders();
-      res.socket?.setNoDelay(true);
-    },
-    write(line) {
-      if (connection.signal.aborted) return;
-      if (res.writableLength > limit) {
-        connection.close(CloseCode.SlowConsumer, 'slow consumer');
-        return;
-      }
-      res.write(typeof line === 'string' ? `${line}\n` : `${JSON.stringify(line)}\n`);
-    },
-    async pump(events, format) {
-      try {
-        for await (const event of events) stream.write(format(event));
-      } finally {
-        connection.close(CloseCode.Normal, 'stream ended');
-      }
-    },
-  };
-  return stream;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -232,20 +110,10 @@ function publishInput(body: unknown): PublishInput {
 export function createIccRoute(deps: LegacyDeps): LegacyRoute {
   const { config, services, auth, logger } = deps;
 
-  const viewerOf = async (req: IncomingMessage): Promise<Viewer | null> =>
-    auth.fromRequest({ headers: req.headers, url: req.url });
-
-  const requireViewer = async (req: IncomingMessage, message: string): Promise<Viewer> => {
-    const viewer = await viewerOf(req);
-    if (!viewer) throw unauthenticated(message);
-    return viewer;
-  };
-
   const notify = async (req: IncomingMessage, res: ServerResponse, url: URL) => {
-    const viewer = await requireViewer(req, 'Anonymous user can not receive icc messages.');
+    const viewer = await requireViewer(auth, req, 'Anonymous user can not receive icc messages.');
     const meetingId = intParam(url, 'meeting_id', 'url query meeting_id has to be an int');
-    const stream = openJsonLines(deps, req, res, viewer, 'application/octet-stream');
-    try {
+    await serveJsonLines(deps, res, viewer, 'application/octet-stream', async (stream) => {
       const events = await services.notify.subscribe(
         viewer,
         meetingId === undefined || meetingId === '0' ? null : meetingId,
@@ -253,14 +121,11 @@ export function createIccRoute(deps: LegacyDeps): LegacyRoute {
       );
       stream.start();
       await stream.pump(events, notifyLine);
-    } catch (error) {
-      stream.connection.close(CloseCode.Normal, 'refused');
-      throw error;
-    }
+    });
   };
 
   const publish = async (req: IncomingMessage, res: ServerResponse) => {
-    const viewer = await requireViewer(req, 'Anonymous user can not send icc messages.');
+    const viewer = await requireViewer(auth, req, 'Anonymous user can not send icc messages.');
     const input = publishInput(await readJson(req, config.MAX_BODY_BYTES));
     await services.notify.publish(viewer, input);
     res.writeHead(200, { 'content-type': 'application/json' });
@@ -270,23 +135,19 @@ export function createIccRoute(deps: LegacyDeps): LegacyRoute {
   const applause = async (req: IncomingMessage, res: ServerResponse, url: URL) => {
     const meetingId = intParam(url, 'meeting_id', 'Query meeting has to be an int.');
     if (meetingId === undefined) throw badInput('Query meeting has to be an int.');
-    const viewer = await viewerOf(req);
-    const stream = openJsonLines(deps, req, res, viewer, 'application/json');
-    try {
+    const viewer = await viewerOf(auth, req);
+    await serveJsonLines(deps, res, viewer, 'application/json', async (stream) => {
       const events = await services.applause.subscribe(viewer, meetingId, stream.connection);
       stream.start();
       await stream.pump(events, (s: ApplauseState) => ({
         level: s.level,
         present_users: s.presentUsers,
       }));
-    } catch (error) {
-      stream.connection.close(CloseCode.Normal, 'refused');
-      throw error;
-    }
+    });
   };
 
   const sendApplause = async (req: IncomingMessage, res: ServerResponse, url: URL) => {
-    const viewer = await requireViewer(req, 'Anonymous user can not send applause.');
+    const viewer = await requireViewer(auth, req, 'Anonymous user can not send applause.');
     const meetingId = intParam(url, 'meeting_id', 'Query meeting has to be an int.');
     if (meetingId === undefined) throw badInput('Query meeting has to be an int.');
     await services.applause.send(viewer, meetingId);
@@ -297,7 +158,7 @@ export function createIccRoute(deps: LegacyDeps): LegacyRoute {
   return {
     prefix: config.ICC_PREFIX,
     async handle(req, res, path) {
-      const url = new URL(req.url ?? '/', 'http://localhost');
+      const url = requestUrl(req);
       try {
         switch (path) {
           case '/notify':
@@ -311,8 +172,7 @@ export function createIccRoute(deps: LegacyDeps): LegacyRoute {
           case '/health':
             return writeJson(res, 200, { healthy: true, service: 'icc' });
           default:
-            res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' });
-            return void res.end('404 page not found\n');
+            return writeText(res, 404, '404 page not found\n');
         }
       } catch (error) {
         if (!isAppError(error)) logger.error({ err: error, path }, 'icc request failed');

@@ -6,9 +6,9 @@ import { CloseCode } from '../close-codes.ts';
 import type { AutoupdateBatch } from '../domain/autoupdate.ts';
 import type { PushedEvent } from '../domain/change-log.ts';
 import { badInput, forbidden, isAppError, unauthenticated } from '../errors.ts';
-import { closeOnExpiry, createConnection } from '../transport/connection.ts';
+import { createConnection } from '../transport/connection.ts';
 import { refuseUpgrade } from '../transport/http.ts';
-import { readJson } from './icc.ts';
+import { readJson, registerConnection, viewerOf, writeText } from './http.ts';
 import type { LegacyDeps } from './index.ts';
 import type { LegacyRoute } from './route.ts';
 
@@ -70,12 +70,6 @@ const eventFrame = (batch: AutoupdateBatch) =>
     })),
   );
 
-function sendText(res: ServerResponse, status: number, text: string): void {
-  if (res.headersSent) return void res.end();
-  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8' });
-  res.end(text);
-}
-
 /**
  * The notifier (ernius/notifier) under NOTIFIER_PREFIX: WebSocket `subscribe_to_events` (first
  * frame `{"access_id","timestamp"}`, then JSON-array frames of `{"accessid","created_at",
@@ -110,7 +104,7 @@ export function createNotifierRoute(deps: LegacyDeps): LegacyRoute {
       const given = header.replace(/^bearer\s+/i, '');
       if (sameSecret(given, secret)) return SECRET_CONNECTOR;
     }
-    const viewer = await auth.fromRequest({ headers: req.headers, url: req.url });
+    const viewer = await viewerOf(auth, req);
     if (!viewer) throw unauthenticated();
     if (!viewer.isService) throw forbidden('Only connectors (service tokens) may do this');
     return viewer;
@@ -149,11 +143,11 @@ export function createNotifierRoute(deps: LegacyDeps): LegacyRoute {
     });
     socket.once('close', () => connection.controller.abort());
     if (socket.readyState !== socket.OPEN) return;
-    services.connections.add(connection);
     connection.signal.addEventListener('abort', services.membership.join(CLIENTS_SET, accessId), {
       once: true,
     });
-    closeOnExpiry(connection, () => connection.close(CloseCode.TokenExpired, 'token expired'));
+    // After the listener above: an expired token closes the connection at once.
+    registerConnection(services, connection);
     const batches = await services.autoupdate.subscribe(
       identity,
       { changeId: 0, since: timestamp, data: false },
@@ -198,7 +192,7 @@ export function createNotifierRoute(deps: LegacyDeps): LegacyRoute {
     requireJson(req);
     const body = await readJson(req, config.MAX_BODY_BYTES);
     await services.changeLog.pushEvents(viewer, parseEvents(body, Date.now()));
-    sendText(res, 200, 'true');
+    writeText(res, 200, 'true');
   };
 
   const dropUser = async (req: IncomingMessage, res: ServerResponse) => {
@@ -210,13 +204,13 @@ export function createNotifierRoute(deps: LegacyDeps): LegacyRoute {
       throw badInput('The body has to be {"drop_access_id": "<access id>"}');
     }
     await services.dropUser.drop(viewer, accessId, 'notifier drop_user');
-    sendText(res, 200, 'true');
+    writeText(res, 200, 'true');
   };
 
   const clients = async (req: IncomingMessage, res: ServerResponse) => {
     await connector(req);
     const members = (await services.membership.members(CLIENTS_SET)).sort();
-    sendText(res, 200, `Connected clients:${members.map((m) => `${m} `).join('')}`);
+    writeText(res, 200, `Connected clients:${members.map((m) => `${m} `).join('')}`);
   };
 
   const endpoints: Record<string, [string, typeof clients]> = {
@@ -229,28 +223,27 @@ export function createNotifierRoute(deps: LegacyDeps): LegacyRoute {
     prefix: config.NOTIFIER_PREFIX,
     async handle(req, res, path) {
       const endpoint = endpoints[path];
-      if (!endpoint) return sendText(res, 404, 'Not Found');
+      if (!endpoint) return writeText(res, 404, 'Not Found');
       const [method, serve] = endpoint;
-      if (req.method !== method) return sendText(res, 405, 'Method Not Allowed');
+      if (req.method !== method) return writeText(res, 405, 'Method Not Allowed');
       try {
         await serve(req, res);
       } catch (error) {
         if (error instanceof UnsupportedMediaType)
-          return sendText(res, 415, 'Unsupported Media Type');
+          return writeText(res, 415, 'Unsupported Media Type');
         if (!isAppError(error)) {
           logger.error({ err: error, path }, 'notifier request failed');
-          return sendText(res, 500, 'Internal Server Error');
+          return writeText(res, 500, 'Internal Server Error');
         }
         const status = { UNAUTHENTICATED: 401, FORBIDDEN: 403, NOT_FOUND: 404 }[
           error.code as string
         ];
-        sendText(res, status ?? 400, status ? error.message : `Bad Request: ${error.message}`);
+        writeText(res, status ?? 400, status ? error.message : `Bad Request: ${error.message}`);
       }
     },
     upgrade(req, socket, head, path) {
       if (path !== '/subscribe_to_events') return refuseUpgrade(socket, 404, 'Not Found');
-      auth
-        .fromRequest({ headers: req.headers, url: req.url })
+      viewerOf(auth, req)
         .then((viewer) => {
           if (!viewer && !config.NOTIFIER_OPEN) return refuseUpgrade(socket, 401, 'Unauthorized');
           wss.handleUpgrade(req, socket, head, (ws) => onSocket(ws, viewer));

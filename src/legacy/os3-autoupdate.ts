@@ -1,24 +1,18 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Viewer } from '../auth/index.ts';
-import { CloseCode } from '../close-codes.ts';
 import type { AutoupdateBatch } from '../domain/autoupdate.ts';
 import type { ProjectorUpdate } from '../domain/projector.ts';
-import { badInput, isAppError, unauthenticated } from '../errors.ts';
-import { openJsonLines, writeJson } from './icc.ts';
+import { badInput, isAppError } from '../errors.ts';
+import {
+  intParam,
+  requestUrl,
+  requireViewer,
+  serveJsonLines,
+  writeJson,
+  writeText,
+} from './http.ts';
 import type { LegacyDeps } from './index.ts';
+import { os3Error } from './os3.ts';
 import type { LegacyRoute } from './route.ts';
-
-/** OS3's error body: 400 with `invalid_request` or `auth_required`; 500 (masked) otherwise. */
-function os3Error(error: unknown): { status: number; body: unknown } {
-  if (!isAppError(error)) {
-    return {
-      status: 500,
-      body: { error: { type: 'InternalError', msg: 'Ups, something went wrong!' } },
-    };
-  }
-  const type = error.code === 'UNAUTHENTICATED' ? 'auth_required' : 'invalid_request';
-  return { status: 400, body: { error: { type, msg: error.message } } };
-}
 
 /** An autoupdate batch as an OS3 line (OS3 has no events). */
 const autoupdateLine = (batch: AutoupdateBatch) => ({
@@ -43,45 +37,32 @@ const projectorLine = (update: ProjectorUpdate) => ({
  */
 export function createOs3AutoupdateRoutes(deps: LegacyDeps): LegacyRoute[] {
   const { config, services, auth, logger } = deps;
-
-  const requireViewer = async (req: IncomingMessage): Promise<Viewer> => {
-    const viewer = await auth.fromRequest({ headers: req.headers, url: req.url });
-    if (!viewer) throw unauthenticated('You have to be logged in to get autoupdates.');
-    return viewer;
-  };
+  const LOGIN = 'You have to be logged in to get autoupdates.';
 
   const autoupdate = async (req: IncomingMessage, res: ServerResponse) => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    const raw = url.searchParams.get('change_id');
-    if (raw !== null && !/^\d{1,15}$/.test(raw)) {
-      throw badInput('The change_id has to be an int.');
-    }
-    const viewer = await requireViewer(req);
-    const stream = openJsonLines(deps, req, res, viewer, 'application/octet-stream');
-    try {
+    const changeId = intParam(requestUrl(req), 'change_id', 'The change_id has to be an int.', {
+      signed: false,
+    });
+    const viewer = await requireViewer(auth, req, LOGIN);
+    await serveJsonLines(deps, res, viewer, 'application/octet-stream', async (stream) => {
       const batches = await services.autoupdate.subscribe(
         viewer,
-        { changeId: raw === null ? 0 : Number(raw), events: false },
+        { changeId: Number(changeId ?? 0), events: false },
         stream.connection,
       );
       stream.start();
       stream.write({ connected: true });
       await stream.pump(batches, autoupdateLine);
-    } catch (error) {
-      stream.connection.close(CloseCode.Normal, 'refused');
-      throw error;
-    }
+    });
   };
 
   const projector = async (req: IncomingMessage, res: ServerResponse) => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    const raw = url.searchParams.get('projector_ids') ?? '';
+    const raw = requestUrl(req).searchParams.get('projector_ids') ?? '';
     if (!/^\d{1,15}(,\d{1,15})*$/.test(raw)) {
       throw badInput('The projector_ids has to be a list of ints separated by commas.');
     }
-    const viewer = await requireViewer(req);
-    const stream = openJsonLines(deps, req, res, viewer, 'application/octet-stream');
-    try {
+    const viewer = await requireViewer(auth, req, LOGIN);
+    await serveJsonLines(deps, res, viewer, 'application/octet-stream', async (stream) => {
       const updates = await services.projector.subscribe(
         viewer,
         raw.split(',').map((id) => String(Number(id))),
@@ -89,10 +70,7 @@ export function createOs3AutoupdateRoutes(deps: LegacyDeps): LegacyRoute[] {
       );
       stream.start();
       await stream.pump(updates, projectorLine);
-    } catch (error) {
-      stream.connection.close(CloseCode.Normal, 'refused');
-      throw error;
-    }
+    });
   };
 
   const route = (
@@ -102,10 +80,7 @@ export function createOs3AutoupdateRoutes(deps: LegacyDeps): LegacyRoute[] {
     prefix: `${config.OS3_PREFIX}/${name}`,
     async handle(req, res, path) {
       try {
-        if (path !== '/') {
-          res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' });
-          return void res.end('404 page not found\n');
-        }
+        if (path !== '/') return writeText(res, 404, '404 page not found\n');
         if (req.method !== 'GET') throw badInput('Only GET requests are supported');
         await serve(req, res);
       } catch (error) {

@@ -1,23 +1,17 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Viewer } from '../auth/index.ts';
-import { CloseCode } from '../close-codes.ts';
 import type { ApplauseState } from '../domain/applause.ts';
 import type { PublishInput } from '../domain/notify.ts';
-import { badInput, isAppError, unauthenticated } from '../errors.ts';
-import {
-  notifyLine,
-  openJsonLines,
-  readJson,
-  stringField,
-  stringList,
-  userIdList,
-  writeJson,
-} from './icc.ts';
+import { badInput, isAppError } from '../errors.ts';
+import { readJson, requireViewer, serveJsonLines, writeJson, writeText } from './http.ts';
+import { notifyLine, stringField, stringList, userIdList } from './icc.ts';
 import type { LegacyDeps } from './index.ts';
 import type { LegacyRoute } from './route.ts';
 
-/** OS3's error body: 400 for client errors, 500 (masked) for the rest. */
-function os3Error(error: unknown): {
+/**
+ * OS3's error body for a failure: 400 with `invalid_request` or `auth_required`, 500 (masked)
+ * otherwise. Also used by the OS3 autoupdate and projector routes.
+ */
+export function os3Error(error: unknown): {
   status: number;
   body: { error: { type: string; msg: string } };
 } {
@@ -68,17 +62,11 @@ const applauseLine = (state: ApplauseState) => ({
 export function createOs3Route(deps: LegacyDeps): LegacyRoute {
   const { config, services, auth, logger } = deps;
   const meetingId = config.OS3_MEETING_ID;
-
-  const requireViewer = async (req: IncomingMessage, message: string): Promise<Viewer> => {
-    const viewer = await auth.fromRequest({ headers: req.headers, url: req.url });
-    if (!viewer) throw unauthenticated(message);
-    return viewer;
-  };
+  const LOGIN_TO_NOTIFY = 'You have to be logged in to use the notify system.';
 
   const notify = async (req: IncomingMessage, res: ServerResponse) => {
-    const viewer = await requireViewer(req, 'You have to be logged in to use the notify system.');
-    const stream = openJsonLines(deps, req, res, viewer, 'application/octet-stream');
-    try {
+    const viewer = await requireViewer(auth, req, LOGIN_TO_NOTIFY);
+    await serveJsonLines(deps, res, viewer, 'application/octet-stream', async (stream) => {
       // OS3 has one meeting: its notify streams are present there and get its applause.
       const messages = await services.notify.subscribe(viewer, meetingId, stream.connection);
       const applause = await services.applause.subscribe(
@@ -90,14 +78,11 @@ export function createOs3Route(deps: LegacyDeps): LegacyRoute {
       stream.start();
       stream.write({ connected: true });
       await Promise.all([stream.pump(messages, notifyLine), stream.pump(applause, applauseLine)]);
-    } catch (error) {
-      stream.connection.close(CloseCode.Normal, 'refused');
-      throw error;
-    }
+    });
   };
 
   const send = async (req: IncomingMessage, res: ServerResponse) => {
-    const viewer = await requireViewer(req, 'You have to be logged in to use the notify system.');
+    const viewer = await requireViewer(auth, req, LOGIN_TO_NOTIFY);
     const input = publishInput(await readJson(req, config.MAX_BODY_BYTES));
     await services.notify.publish(viewer, input);
     res.writeHead(200);
@@ -105,7 +90,7 @@ export function createOs3Route(deps: LegacyDeps): LegacyRoute {
   };
 
   const applause = async (req: IncomingMessage, res: ServerResponse) => {
-    const viewer = await requireViewer(req, 'You have to be logged in to send applause.');
+    const viewer = await requireViewer(auth, req, 'You have to be logged in to send applause.');
     await services.applause.send(viewer, meetingId);
     res.writeHead(200);
     res.end();
@@ -128,8 +113,7 @@ export function createOs3Route(deps: LegacyDeps): LegacyRoute {
           case '/health':
             return writeJson(res, 200, { healthy: true });
           default:
-            res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' });
-            return void res.end('404 page not found\n');
+            return writeText(res, 404, '404 page not found\n');
         }
       } catch (error) {
         if (!isAppError(error)) logger.error({ err: error, path }, 'os3 request failed');

@@ -82,6 +82,40 @@ export class ResultQueue<T> {
   }
 }
 
+/**
+ * Reads items until one matches and returns it (bounded: each wait by `timeoutMs`, and the
+ * number of items skipped).
+ */
+export async function nextMatching<T, S extends T = T>(
+  queue: ResultQueue<T>,
+  predicate: ((item: T) => item is S) | ((item: T) => boolean),
+  { maxItems = 200, timeoutMs = WAIT_MS }: { maxItems?: number; timeoutMs?: number } = {},
+): Promise<S> {
+  for (let i = 0; i < maxItems; i++) {
+    const item = await queue.next(timeoutMs);
+    if (predicate(item)) return item as S;
+  }
+  throw new Error(`no matching item within ${maxItems} items`);
+}
+
+/**
+ * Warms up a subscription that becomes live at an unknown moment: repeats `action` (e.g. sends
+ * a message) and waits up to `pollMs` for `poll` to yield (e.g. that message arriving), at most
+ * `attempts` times. Returns the first value polled, or null when none came.
+ */
+export async function warmUp<T>(
+  action: () => unknown,
+  poll: (timeoutMs: number) => Promise<T>,
+  { attempts = 40, pollMs = 250 }: { attempts?: number; pollMs?: number } = {},
+): Promise<T | null> {
+  for (let attempt = 0; attempt < attempts; attempt++) {
+    await action();
+    const value = await poll(pollMs).catch(() => null);
+    if (value !== null) return value;
+  }
+  return null;
+}
+
 type Sink<T> = Parameters<WsClient['subscribe']>[1] & { next: (value: ExecutionResult<T>) => void };
 
 function sinkInto<T>(queue: ResultQueue<ExecutionResult<T>>): Sink<T> {

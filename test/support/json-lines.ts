@@ -62,16 +62,3 @@ export async function readJsonLines(
   })();
   return reader;
 }
-
-/** Reads items until one matches (bounded: each wait and the number of items). */
-export async function nextMatching<T>(
-  queue: ResultQueue<T>,
-  predicate: (item: T) => boolean,
-  maxItems = 200,
-): Promise<T> {
-  for (let i = 0; i < maxItems; i++) {
-    const item = await queue.next();
-    if (predicate(item)) return item;
-  }
-  throw new Error(`no matching item within ${maxItems} items`);
-}
