@@ -13,11 +13,14 @@ import {
   connectRedis,
   createMemoryPubSub,
   createRedisPubSub,
+  observePublishes,
   type PubSub,
   type RedisClients,
 } from './pubsub/index.ts';
 import { schema } from './schema/index.ts';
+import { countSlowConsumers } from './transport/connection.ts';
 import { createContextFactory } from './transport/context.ts';
+import { createDemo, isDemoPath } from './transport/demo.ts';
 import { createFanout, type Fanout } from './transport/fanout.ts';
 import { createGraphQLWsServer } from './transport/graphql-ws.ts';
 import { createHealth } from './transport/health.ts';
@@ -56,6 +59,38 @@ async function serveMetrics(metrics: Metrics, res: ServerResponse): Promise<void
   res.end(body);
 }
 
+const BODYLESS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+function tooLarge(res: ServerResponse): void {
+  res.setHeader('connection', 'close');
+  sendJson(res, 413, { errors: [{ message: 'Request body too large (MAX_BODY_BYTES)' }] });
+}
+
+/** The request body, or null (the rest discarded) once it passes `limit` bytes. */
+function readBounded(req: IncomingMessage, limit: number): Promise<Buffer | null> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= limit) return void chunks.push(chunk);
+      req.off('data', onData);
+      req.resume();
+      resolve(null);
+    };
+    req.on('data', onData);
+    req.once('end', () => resolve(Buffer.concat(chunks)));
+    req.once('error', reject);
+  });
+}
+
+/** The Access-Control-Allow-Origin value for `origin` under ALLOWED_ORIGINS, or null. */
+function allowedOrigin(allowed: readonly string[] | undefined, origin: string | undefined) {
+  if (!allowed || !origin) return null;
+  if (allowed.includes('*')) return '*';
+  return allowed.includes(origin) ? origin : null;
+}
+
 /** Opens Postgres (or the embedded one), Redis (when configured) and wires every transport. */
 export async function buildApp({ config, logger }: AppDeps): Promise<App> {
   const auth = createAuthenticator({
@@ -79,9 +114,13 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     await db.close();
     throw error;
   }
-  const pubsub = redis
-    ? createRedisPubSub(redis, { prefix: config.REDIS_PREFIX, logger })
-    : createMemoryPubSub();
+  // Counted in metrics (created below; nothing publishes before the services start).
+  const pubsub = observePublishes(
+    redis
+      ? createRedisPubSub(redis, { prefix: config.REDIS_PREFIX, logger })
+      : createMemoryPubSub(),
+    (event) => metrics.eventsPublished.inc({ event }),
+  );
   const dependencies = {
     postgres: () => db.ping(),
     ...(redis ? { redis: () => pubsub.ping() } : {}),
@@ -91,12 +130,23 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     dependencies,
   });
   const services = createServices({ config, pubsub, db, redis, logger, metrics });
+  const stopSlowConsumerCount = countSlowConsumers(services.connections, (transport) =>
+    metrics.slowConsumers.inc({ transport }),
+  );
 
   const yoga = createGraphQLServer({
     schema,
     context: createContextFactory({ auth, services, db, pubsub }) as never,
     logger,
     graphiql: config.GRAPHIQL,
+    limits: {
+      depth: config.GRAPHQL_MAX_DEPTH,
+      aliases: config.GRAPHQL_MAX_ALIASES,
+      tokens: config.GRAPHQL_MAX_TOKENS,
+      directives: config.GRAPHQL_MAX_DIRECTIVES,
+    },
+    onLimit: (limit) => services.limits.report(limit),
+    allowedOrigins: config.ALLOWED_ORIGINS,
   });
   const fanout = createFanout(metrics);
   const transportDeps = {
@@ -107,6 +157,8 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     auth,
     connections: services.connections,
     logger,
+    maxSubscriptions: config.MAX_SUBSCRIPTIONS_PER_CONNECTION,
+    onLimit: (limit: string, user: string | null) => services.limits.report(limit, { user }),
   };
   const graphqlWs = createGraphQLWsServer({
     ...transportDeps,
@@ -118,6 +170,7 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
   const sse = createSseHandler({
     ...transportDeps,
     maxBufferedBytes: config.WS_MAX_BUFFERED_BYTES,
+    maxBodyBytes: config.MAX_BODY_BYTES,
   });
   const legacy = createLegacyRoutes({
     config,
@@ -127,22 +180,39 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     logger: logger.child({ legacy: true }),
   });
   const health = createHealth(dependencies);
+  const demo = await createDemo({ auth, logger });
 
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     const length = Number(req.headers['content-length'] ?? 0);
     if (length > config.MAX_BODY_BYTES) {
-      return sendJson(res, 413, {
-        errors: [{ message: `Request body over ${config.MAX_BODY_BYTES} bytes` }],
-      });
+      services.limits.report('bodyBytes', { path });
+      return tooLarge(res);
     }
     const handled = (() => {
       if (path === '/healthz') return health.live(res);
       if (path === '/readyz') return health.ready(res);
       if (path === '/metrics') return serveMetrics(metrics, res);
-      if (path === '/graphql' && isSseRequest(req)) return sse.handle(req, res);
+      if (isDemoPath(path)) return demo.handle(req, res, path);
+      if (path === '/graphql' && isSseRequest(req)) {
+        // yoga answers the CORS preflight; the stream itself needs the allow header too.
+        const origin = allowedOrigin(config.ALLOWED_ORIGINS, req.headers.origin);
+        if (origin) res.setHeader('access-control-allow-origin', origin);
+        return sse.handle(req, res);
+      }
       const shim = matchRoute(legacy, path);
       if (shim) return shim.route.handle(req, res, shim.path);
+      // A body without content-length (chunked) is read here, bounded, and handed to yoga.
+      if (req.headers['content-length'] === undefined && !BODYLESS.has(req.method ?? 'GET')) {
+        return readBounded(req, config.MAX_BODY_BYTES).then((body) => {
+          if (body === null) {
+            services.limits.report('bodyBytes', { path });
+            return tooLarge(res);
+          }
+          if (body.length > 0) (req as IncomingMessage & { body?: Buffer }).body = body;
+          return yoga.handle(req, res);
+        });
+      }
       return yoga.handle(req, res);
     })();
     Promise.resolve(handled).catch((error: unknown) => {
@@ -208,6 +278,7 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
         await Promise.race([closed, deadline]);
         if ('closeAllConnections' in server) server.closeAllConnections();
         await services.stop();
+        stopSlowConsumerCount();
         await Promise.allSettled([db.close(), pubsub.close()]);
       })();
       return stopping;

@@ -12,6 +12,11 @@ export const CloseCode = {
   TokenExpired: 4401,
   /** The user was dropped (dropUser) or the connection was refused. */
   Forbidden: 4403,
+  /**
+   * Too many open connections: of this user (MAX_CONNECTIONS_PER_USER) or on this instance
+   * (MAX_CONNECTIONS). Retry later, possibly on another instance.
+   */
+  TooManyConnections: 4029,
   /** The client did not read its events fast enough; its buffer was dropped. Reconnect. */
   SlowConsumer: 4499,
   /** An unexpected server error. */

@@ -12,6 +12,17 @@ const url = (protocols: string[]) =>
       message: `must start with ${protocols.map((p) => `${p}:`).join(' or ')}`,
     });
 
+/** A rate `<count>/<duration>` (units s, m, h), or `off`: null. */
+const rateLimit = z
+  .string()
+  .regex(/^(off|[1-9]\d*\/[1-9]\d*[smh])$/, 'must look like 100/10s, 600/1m or off')
+  .transform((v) => {
+    if (v === 'off') return null;
+    const [count, duration] = v.split('/') as [string, string];
+    const unit = { s: 1, m: 60, h: 3600 }[duration.slice(-1) as 's' | 'm' | 'h'];
+    return { points: Number(count), seconds: Number(duration.slice(0, -1)) * unit };
+  });
+
 interface Setting<T extends z.ZodType> {
   /** One line for the README's table and for error messages. */
   description: string;
@@ -275,6 +286,89 @@ export const SETTINGS = {
       'Time a notifier socket has to send its first frame {"access_id","timestamp"} before it is closed.',
     schema: positiveInt,
     default: '10000',
+  }),
+  MAX_CONNECTIONS: setting({
+    description:
+      'Open client connections (WebSockets, SSE and legacy streams) one instance accepts; more get close 4029 or HTTP 503.',
+    schema: positiveInt,
+    default: '10000',
+  }),
+  MAX_CONNECTIONS_PER_USER: setting({
+    description:
+      'Open connections of one user on one instance (service tokens exempt); more get close 4029 or HTTP 429.',
+    schema: positiveInt,
+    default: '50',
+  }),
+  MAX_SUBSCRIPTIONS_PER_CONNECTION: setting({
+    description:
+      'Operations running at once on one graphql-ws connection or SSE stream; more get a RATE_LIMITED error.',
+    schema: positiveInt,
+    default: '100',
+  }),
+  AUTOUPDATE_MAX_ITEM_BYTES: setting({
+    description:
+      'Largest serialized value (writeData) or payload (pushEvents, notifier push_events) of one item; larger items refuse the call.',
+    schema: positiveInt,
+    default: '262144',
+  }),
+  GRAPHQL_MAX_DEPTH: setting({
+    description: 'Deepest selection set of an operation (introspection exempt); deeper is refused.',
+    schema: positiveInt,
+    default: '12',
+  }),
+  GRAPHQL_MAX_ALIASES: setting({
+    description: 'Most aliases in one operation; more are refused.',
+    schema: positiveInt,
+    default: '30',
+  }),
+  GRAPHQL_MAX_TOKENS: setting({
+    description: 'Most lexical tokens in one GraphQL document; longer documents are refused.',
+    schema: positiveInt,
+    default: '2000',
+  }),
+  GRAPHQL_MAX_DIRECTIVES: setting({
+    description: 'Most directives in one operation; more are refused.',
+    schema: positiveInt,
+    default: '50',
+  }),
+  RATE_LIMIT_PUBLISH: setting({
+    description:
+      'Per-user rate of publish (GraphQL, ICC, OS3): `<count>/<duration>` (e.g. 200/10s, units s m h) or `off`. Over it: RATE_LIMITED / HTTP 429.',
+    schema: rateLimit,
+    default: '200/10s',
+  }),
+  RATE_LIMIT_APPLAUSE: setting({
+    description: 'Per-user rate of sendApplause (GraphQL, ICC, OS3), as RATE_LIMIT_PUBLISH.',
+    schema: rateLimit,
+    default: '50/10s',
+  }),
+  RATE_LIMIT_PING: setting({
+    description:
+      'Per-user rate of presence pings (GraphQL, heartbeat), as RATE_LIMIT_PUBLISH; on top of PING_MIN_INTERVAL_MS.',
+    schema: rateLimit,
+    default: '120/10s',
+  }),
+  RATE_LIMIT_CHAT: setting({
+    description:
+      'Per-user rate of sendChatMessage (GraphQL, chatter socket), as RATE_LIMIT_PUBLISH.',
+    schema: rateLimit,
+    default: '150/10s',
+  }),
+  RATE_LIMIT_WS_TOKEN: setting({
+    description:
+      'Per-user rate of createWsToken (GraphQL, chatter ws_token), as RATE_LIMIT_PUBLISH.',
+    schema: rateLimit,
+    default: '60/1m',
+  }),
+  ALLOWED_ORIGINS: setting({
+    description:
+      'Comma-separated origins (e.g. https://app.example.org) browsers may call /graphql from (CORS), or `*`. Unset: no cross-origin access.',
+    schema: z.string().transform((v) =>
+      v
+        .split(',')
+        .map((o) => o.trim())
+        .filter((o) => o !== ''),
+    ),
   }),
   SHUTDOWN_TIMEOUT_MS: setting({
     description: 'Longest graceful shutdown before the process exits anyway.',

@@ -32,5 +32,25 @@ export const unauthenticated = (message = 'Authentication required') =>
 export const forbidden = (message: string) => new AppError(ErrorCode.Forbidden, message);
 export const badInput = (message: string) => new AppError(ErrorCode.BadUserInput, message);
 export const notFound = (message: string) => new AppError(ErrorCode.NotFound, message);
+/**
+ * A per-user rate limit or a count limit (connections, subscriptions) was hit. GraphQL clients
+ * see RATE_LIMITED (with `extensions.retryAfterMs` when known), legacy endpoints 429.
+ */
+export class RateLimitedError extends AppError {
+  constructor(
+    message: string,
+    /** When the client may try again; null when unknown (a count limit). */
+    readonly retryAfterMs: number | null = null,
+    /** The HTTP status legacy endpoints answer: 429, or 503 when the instance is full. */
+    readonly status: 429 | 503 = 429,
+  ) {
+    super(ErrorCode.RateLimited, message);
+  }
+}
+export const rateLimited = (message: string, retryAfterMs: number | null = null) =>
+  new RateLimitedError(message, retryAfterMs);
+/** The legacy HTTP status of an AppError that is RATE_LIMITED (429 or 503), else null. */
+export const rateLimitStatus = (error: unknown): 429 | 503 | null =>
+  error instanceof RateLimitedError ? error.status : null;
 
 export const isAppError = (error: unknown): error is AppError => error instanceof AppError;

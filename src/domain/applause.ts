@@ -9,6 +9,7 @@ import {
   Subscription,
 } from '../pubsub/index.ts';
 import type { Connection } from './connections.ts';
+import type { RateLimit } from './limits.ts';
 import { type Meetings, meetingPresenceSet, validMeetingId } from './meetings.ts';
 
 /** One applause event: the level and the number of present users of a meeting. */
@@ -36,6 +37,8 @@ export interface ApplauseOptions {
   /** Events buffered per subscriber before its connection is closed as a slow consumer. */
   subscriptionBuffer: number;
   logger: Logger;
+  /** The per-user rate of `send` (RATE_LIMIT_APPLAUSE). */
+  rateLimit?: RateLimit;
 }
 
 interface Watcher {
@@ -152,6 +155,7 @@ export function createApplause(options: ApplauseOptions) {
      */
     async send(viewer: Viewer | null, meetingId: string): Promise<void> {
       if (!viewer) throw unauthenticated('Anonymous users cannot applaud');
+      await options.rateLimit?.(viewer);
       const access = await meetings.enter(viewer, meetingId);
       if (!access.applauseEnabled) throw forbidden(`Applause is disabled in meeting ${meetingId}`);
       await store.add(meetingId, viewer.userId, Date.now());

@@ -3,6 +3,7 @@ import type { Database } from '../db/index.ts';
 import { badInput, forbidden, unauthenticated } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { type ChangeRange, type PubSub, topic } from '../pubsub/index.ts';
+import type { LimitReporter } from './limits.ts';
 
 /** One keyed data write: `collection:id` -> JSON; `value` null deletes the element. */
 export interface DataChange {
@@ -68,6 +69,10 @@ export interface ChangeLogOptions {
   logger: Logger;
   /** Most items in one writeData / pushEvents call. */
   maxBatch: number;
+  /** Largest serialized value or payload of one item (AUTOUPDATE_MAX_ITEM_BYTES). Default: none. */
+  maxItemBytes?: number;
+  /** Told when maxItemBytes refuses a call. */
+  onLimit?: LimitReporter;
   retention: Retention;
   /** Interval of the per-instance prune timer. */
   pruneIntervalMs: number;
@@ -207,6 +212,25 @@ export function createChangeLog(options: ChangeLogOptions) {
   const { db, pubsub, logger, maxBatch, retention } = options;
   const prisma = db.prisma;
   const rangeTopic = topic('autoupdate');
+
+  /** Refuses the call when one item's value or payload serializes larger than maxItemBytes. */
+  function checkItemBytes<T>(
+    items: readonly T[],
+    value: (item: T) => unknown,
+    what: string,
+    field: string,
+  ): void {
+    const limit = options.maxItemBytes;
+    if (limit === undefined) return;
+    items.forEach((item, i) => {
+      const json = JSON.stringify(value(item) ?? null);
+      // Characters never outnumber bytes, so most items skip the byte count.
+      const size = json.length > limit / 3 ? Buffer.byteLength(json) : json.length;
+      if (size <= limit) return;
+      options.onLimit?.('itemBytes', { size });
+      throw badInput(`${what}[${i}].${field} is ${size} bytes; the limit is ${limit}`);
+    });
+  }
 
   /** Appends items in one transaction; returns their (consecutive) change ids. */
   async function append(
@@ -431,6 +455,7 @@ export function createChangeLog(options: ChangeLogOptions) {
     async writeData(viewer: Viewer | null, changes: readonly DataChange[]): Promise<ChangeRange> {
       requireService(viewer, 'writeData');
       validateChanges(changes, maxBatch);
+      checkItemBytes(changes, (c) => c.value, 'changes', 'value');
       return append(changes.map((data) => ({ data })));
     },
 
@@ -438,6 +463,7 @@ export function createChangeLog(options: ChangeLogOptions) {
     async pushEvents(viewer: Viewer | null, events: readonly PushedEvent[]): Promise<ChangeRange> {
       requireService(viewer, 'pushEvents');
       validateEvents(events, maxBatch);
+      checkItemBytes(events, (e) => e.payload, 'events', 'payload');
       return append(events.map((event) => ({ event })));
     },
 

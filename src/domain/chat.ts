@@ -11,6 +11,7 @@ import {
   topic,
 } from '../pubsub/index.ts';
 import type { Connection } from './connections.ts';
+import type { LimitReporter, RateLimit } from './limits.ts';
 import type { Users } from './users.ts';
 
 /** A stored chat message: real id (decimal string), ISO-8601 createdAt. */
@@ -43,6 +44,10 @@ export interface ChatOptions {
   maxLength: number;
   /** Events buffered per chat subscription before its connection closes as slow (4499). */
   subscriptionBuffer: number;
+  /** The per-user rate of `send` (RATE_LIMIT_CHAT). */
+  rateLimit?: RateLimit;
+  /** Told when CHAT_MAX_LENGTH refuses a text. */
+  onLimit?: LimitReporter;
 }
 
 /** Default and largest page of `messages`. */
@@ -105,12 +110,14 @@ export function createChat(options: ChatOptions) {
   /** Stores and delivers one message from the viewer. */
   async function send(viewerOrNull: Viewer | null, input: SendInput): Promise<ChatMessage> {
     const viewer = requireUser(viewerOrNull);
+    await options.rateLimit?.(viewer);
     const to = typeof input.to === 'string' ? input.to : '';
     if (to === '') throw badInput('The recipient is required');
     const text = optionalText(input.text);
     const imagePath = optionalText(input.imagePath);
     if (text === null && imagePath === null) throw badInput('A text or an imagePath is required');
     if (text !== null && text.length > options.maxLength) {
+      options.onLimit?.('chatLength', { user: viewer.userId, length: text.length });
       throw badInput(`The text is ${text.length} characters; the limit is ${options.maxLength}`);
     }
     if (imagePath !== null && imagePath.length > MAX_IMAGE_PATH) {

@@ -1,5 +1,6 @@
 import type { Viewer } from '../auth/index.ts';
 import type { CloseCode } from '../close-codes.ts';
+import { RateLimitedError } from '../errors.ts';
 
 /** How a client is connected. */
 export type Transport = 'graphql-ws' | 'sse' | 'http' | 'legacy-stream' | 'legacy-ws';
@@ -23,8 +24,16 @@ export interface ConnectionRegistry {
   /**
    * Adds a connection until its signal aborts. Connections with a user are also handed to the
    * `track` hook (e.g. chat presence: the user's first/last open connection on any instance).
+   * Throws RateLimitedError, adding nothing, when MAX_CONNECTIONS or MAX_CONNECTIONS_PER_USER
+   * would be passed (see `admit`).
    */
   add(connection: Connection): void;
+  /**
+   * Throws RateLimitedError (RATE_LIMITED; status 503 when the instance is full, 429 when the
+   * user is) if a connection of `viewer` would pass a limit now. `add` checks the same, so a
+   * transport calls this only to refuse before it answers (a status code, an upgrade).
+   */
+  admit(viewer: Viewer | null): void;
   forUser(userId: string): Connection[];
   all(): Iterable<Connection>;
   readonly size: number;
@@ -41,6 +50,12 @@ export interface ConnectionRegistryOptions {
   track?: ConnectionTracker;
   /** Where a failing tracker is reported; it never fails the connection. */
   onTrackError?: (error: unknown, connection: Connection) => void;
+  /** Most open connections (MAX_CONNECTIONS). Default: no limit. */
+  maxConnections?: number;
+  /** Most open connections of one non-service user (MAX_CONNECTIONS_PER_USER). Default: none. */
+  maxPerUser?: number;
+  /** Told about every refused connection, with the limit's name (for logs and metrics). */
+  onLimit?: (limit: 'connections' | 'connectionsPerUser', viewer: Viewer | null) => void;
 }
 
 export function createConnectionRegistry(
@@ -58,9 +73,28 @@ export function createConnectionRegistry(
       (error: unknown) => options.onTrackError?.(error, connection),
     );
   };
+  const admit = (viewer: Viewer | null) => {
+    if (all.size >= (options.maxConnections ?? Number.POSITIVE_INFINITY)) {
+      options.onLimit?.('connections', viewer);
+      throw new RateLimitedError(
+        `This instance has ${options.maxConnections} open connections; try again later`,
+        null,
+        503,
+      );
+    }
+    const open = viewer && !viewer.isService ? (byUser.get(viewer.userId)?.size ?? 0) : 0;
+    if (open >= (options.maxPerUser ?? Number.POSITIVE_INFINITY)) {
+      options.onLimit?.('connectionsPerUser', viewer);
+      throw new RateLimitedError(
+        `Too many open connections: at most ${options.maxPerUser} per user`,
+      );
+    }
+  };
   return {
+    admit,
     add(connection) {
       if (connection.signal.aborted) return;
+      admit(connection.viewer);
       all.add(connection);
       if (connection.viewer && options.track) track(connection, options.track);
       const userId = connection.viewer?.userId;

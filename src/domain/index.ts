@@ -7,6 +7,7 @@ import {
   createApplauseStore,
   createMembership,
   createPresenceStore,
+  createRateLimitStore,
   type Membership,
   type PubSub,
   type RedisClients,
@@ -17,6 +18,7 @@ import { type ChangeLog, createChangeLog } from './change-log.ts';
 import { type Chat, createChat } from './chat.ts';
 import { type ConnectionRegistry, createConnectionRegistry } from './connections.ts';
 import { createDropUser, type DropUser, INSTANCES_SET } from './drop-user.ts';
+import { createLimits, type Limits } from './limits.ts';
 import { createMeetings, type Meetings } from './meetings.ts';
 import { createNotify, type Notify } from './notify.ts';
 import { createPresence, type Presence } from './presence.ts';
@@ -51,6 +53,8 @@ export interface Services {
   projector: Projector;
   /** Closes a user's connections on every instance. */
   dropUser: DropUser;
+  /** Per-user rate limits and the reporting of refused requests (logs, metrics). */
+  limits: Limits;
   /** Stops timers and releases shared entries (shutdown). */
   stop(): Promise<void>;
 }
@@ -65,8 +69,29 @@ export interface ServiceDeps {
   metrics: Metrics;
 }
 
-export function createServices({ config, pubsub, db, redis, logger }: ServiceDeps): Services {
+export function createServices({
+  config,
+  pubsub,
+  db,
+  redis,
+  logger,
+  metrics,
+}: ServiceDeps): Services {
   const instanceId = randomUUID();
+  const limits = createLimits({
+    store: createRateLimitStore({
+      rates: {
+        publish: config.RATE_LIMIT_PUBLISH,
+        sendApplause: config.RATE_LIMIT_APPLAUSE,
+        ping: config.RATE_LIMIT_PING,
+        sendChatMessage: config.RATE_LIMIT_CHAT,
+        createWsToken: config.RATE_LIMIT_WS_TOKEN,
+      },
+      ...(redis ? { redis: { client: redis.command, prefix: config.REDIS_PREFIX } } : {}),
+    }),
+    logger,
+    metrics,
+  });
   const membership = createMembership({
     pubsub,
     instanceId,
@@ -81,6 +106,8 @@ export function createServices({ config, pubsub, db, redis, logger }: ServiceDep
     pubsub,
     logger,
     maxBatch: config.AUTOUPDATE_MAX_BATCH,
+    maxItemBytes: config.AUTOUPDATE_MAX_ITEM_BYTES,
+    onLimit: limits.report,
     retention: config.AUTOUPDATE_RETENTION,
     pruneIntervalMs: config.AUTOUPDATE_PRUNE_INTERVAL_MS,
     catchupMs: config.AUTOUPDATE_CATCHUP_MS,
@@ -94,12 +121,22 @@ export function createServices({ config, pubsub, db, redis, logger }: ServiceDep
     logger,
     maxLength: config.CHAT_MAX_LENGTH,
     subscriptionBuffer: config.SUBSCRIPTION_BUFFER,
+    rateLimit: limits.rate('sendChatMessage'),
+    onLimit: limits.report,
   });
-  const wsTokens = createWsTokens({ db, ttlSeconds: config.WS_TOKEN_TTL_S, logger });
+  const wsTokens = createWsTokens({
+    db,
+    ttlSeconds: config.WS_TOKEN_TTL_S,
+    logger,
+    rateLimit: limits.rate('createWsToken'),
+  });
   // Every open connection with a user feeds chat presence (first/last connection per group).
   const connections = createConnectionRegistry({
     track: chat.track,
     onTrackError: (error) => logger.warn({ err: error }, 'chat presence tracking failed'),
+    maxConnections: config.MAX_CONNECTIONS,
+    maxPerUser: config.MAX_CONNECTIONS_PER_USER,
+    onLimit: (limit, viewer) => limits.report(limit, { user: viewer?.userId ?? null }),
   });
   const meetings = createMeetings({ db });
   const applause = createApplause({
@@ -112,6 +149,7 @@ export function createServices({ config, pubsub, db, redis, logger }: ServiceDep
     intervalMs: config.APPLAUSE_INTERVAL_MS,
     subscriptionBuffer: config.SUBSCRIPTION_BUFFER,
     logger,
+    rateLimit: limits.rate('sendApplause'),
   });
   const presence = createPresence({
     pubsub,
@@ -125,6 +163,7 @@ export function createServices({ config, pubsub, db, redis, logger }: ServiceDep
     timeoutMs: config.PRESENCE_TIMEOUT_S * 1000,
     subscriptionBuffer: config.SUBSCRIPTION_BUFFER,
     logger,
+    rateLimit: limits.rate('ping'),
   });
   const projector = createProjector({
     db,
@@ -150,6 +189,8 @@ export function createServices({ config, pubsub, db, redis, logger }: ServiceDep
       membership,
       subscriptionBuffer: config.SUBSCRIPTION_BUFFER,
       messageMaxBytes: config.MESSAGE_MAX_BYTES,
+      rateLimit: limits.rate('publish'),
+      onLimit: limits.report,
     }),
     meetings,
     applause,
@@ -165,6 +206,7 @@ export function createServices({ config, pubsub, db, redis, logger }: ServiceDep
     }),
     projector,
     dropUser,
+    limits,
     async stop() {
       dropUser.stop();
       projector.stop();

@@ -10,6 +10,7 @@ import {
   topic,
 } from '../pubsub/index.ts';
 import type { Connection } from './connections.ts';
+import type { LimitReporter, RateLimit } from './limits.ts';
 import { type Meetings, meetingPresenceSet } from './meetings.ts';
 
 /** The first event of every notify stream: the channel id its owner publishes with. */
@@ -44,6 +45,10 @@ export interface NotifyOptions {
   subscriptionBuffer: number;
   /** Largest serialized `message` accepted. */
   messageMaxBytes: number;
+  /** The per-user rate of `publish` (RATE_LIMIT_PUBLISH). */
+  rateLimit?: RateLimit;
+  /** Told when MESSAGE_MAX_BYTES refuses a message. */
+  onLimit?: LimitReporter;
 }
 
 /** Names reserved for the server's own messages. */
@@ -109,6 +114,7 @@ export function createNotify(options: NotifyOptions) {
     /** Validates and publishes one message; throws AppError on bad input, changes nothing then. */
     async publish(viewer: Viewer | null, input: PublishInput): Promise<void> {
       if (!viewer) throw unauthenticated('Anonymous users cannot publish');
+      await options.rateLimit?.(viewer);
       const owner = channelOwner(input.channelId);
       if (owner === null) throw badInput(`Invalid channel id: ${JSON.stringify(input.channelId)}`);
       if (owner !== viewer.userId) throw badInput('The channel id does not belong to the sender');
@@ -124,6 +130,7 @@ export function createNotify(options: NotifyOptions) {
       const message = input.message ?? null;
       const size = Buffer.byteLength(JSON.stringify(message));
       if (size > options.messageMaxBytes) {
+        options.onLimit?.('messageBytes', { user: viewer.userId, size });
         throw badInput(`The message is ${size} bytes; the limit is ${options.messageMaxBytes}`);
       }
       // Only members may send into a meeting with a member list.

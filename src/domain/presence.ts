@@ -11,6 +11,7 @@ import {
   Subscription,
   topic,
 } from '../pubsub/index.ts';
+import type { RateLimit } from './limits.ts';
 
 export type PresenceStatus = PresenceStatusName;
 
@@ -54,6 +55,8 @@ export interface PresenceOptions {
   /** Events buffered per subscriber before it is closed as a slow consumer. */
   subscriptionBuffer: number;
   logger: Logger;
+  /** The per-user rate of `ping` (RATE_LIMIT_PING), on top of the store's minimum interval. */
+  rateLimit?: RateLimit;
 }
 
 /** How a presence stream is bound to its connection. */
@@ -265,6 +268,7 @@ export function createPresence(options: PresenceOptions) {
      */
     async ping(viewer: Viewer | null, statusCode: string): Promise<PresencePing> {
       if (!viewer) throw unauthenticated('Anonymous users cannot ping');
+      await options.rateLimit?.(viewer);
       if (statusCode.length > MAX_CODE_LENGTH) {
         throw badInput(`The status code is longer than ${MAX_CODE_LENGTH} characters`);
       }

@@ -3,6 +3,7 @@ import type { Viewer } from '../auth/index.ts';
 import type { Database } from '../db/index.ts';
 import { forbidden, unauthenticated } from '../errors.ts';
 import type { Logger } from '../logger.ts';
+import type { RateLimit } from './limits.ts';
 
 /** A fresh single-use token (chatter's ws_token, GraphQL `createWsToken`). */
 export interface WsToken {
@@ -19,6 +20,8 @@ export interface WsTokensOptions {
   logger: Logger;
   /** How often expired tokens are deleted. Default: the TTL, at least 1 s, at most 60 s. */
   purgeIntervalMs?: number;
+  /** The per-user rate of `create` (RATE_LIMIT_WS_TOKEN). */
+  rateLimit?: RateLimit;
 }
 
 // What `createWsToken` makes, so anything else is refused without a database round trip.
@@ -62,6 +65,7 @@ export function createWsTokens(options: WsTokensOptions) {
     /** Creates a token for the viewer, valid for `ttlSeconds`. UNAUTHENTICATED when anonymous. */
     async create(viewer: Viewer | null): Promise<WsToken> {
       if (!viewer) throw unauthenticated();
+      await options.rateLimit?.(viewer);
       const token = randomBytes(24).toString('base64url');
       const expiresAt = new Date(Date.now() + ttlMs);
       await prisma.wsToken.create({

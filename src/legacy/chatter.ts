@@ -4,7 +4,7 @@ import type { Viewer } from '../auth/index.ts';
 import { CloseCode } from '../close-codes.ts';
 import { type ChatEvent, type ChatMessage, isConnectionState } from '../domain/chat.ts';
 import type { UserAdmin } from '../domain/users.ts';
-import { ErrorCode, isAppError } from '../errors.ts';
+import { ErrorCode, isAppError, rateLimitStatus } from '../errors.ts';
 import { createConnection } from '../transport/connection.ts';
 import { refuseUpgrade } from '../transport/http.ts';
 import {
@@ -96,7 +96,8 @@ export function createChatterRoute(deps: LegacyDeps): LegacyRoute {
 
   function fail(res: ServerResponse, error: unknown, what: string): void {
     if (isAppError(error)) {
-      say(res, error.code === ErrorCode.NotFound ? 404 : 400, error.message);
+      const status = rateLimitStatus(error) ?? (error.code === ErrorCode.NotFound ? 404 : 400);
+      say(res, status, error.message);
     } else {
       logger.error({ err: error }, `chatter ${what} failed`);
       say(res, 500, 'Internal server error');
@@ -210,7 +211,13 @@ export function createChatterRoute(deps: LegacyDeps): LegacyRoute {
     const connection = createConnection('legacy-ws', viewer, (code, reason) =>
       socket.close(code, reason),
     );
-    registerConnection(services, connection);
+    try {
+      registerConnection(services, connection);
+    } catch (error) {
+      // A connection limit passed since the upgrade was admitted.
+      if (rateLimitStatus(error) === null) throw error;
+      return socket.close(CloseCode.TooManyConnections, 'too many connections');
+    }
 
     const write = (frame: unknown) => {
       if (socket.readyState !== socket.OPEN) return;
@@ -328,6 +335,11 @@ export function createChatterRoute(deps: LegacyDeps): LegacyRoute {
       socketViewer(req).then(
         (viewer) => {
           if (!viewer) return refuseUpgrade(socket, 403, 'Forbidden');
+          try {
+            services.connections.admit(viewer);
+          } catch (error) {
+            return refuseUpgrade(socket, rateLimitStatus(error) ?? 500, 'Too Many Connections');
+          }
           wss.handleUpgrade(req, socket, head, (ws) => serveSocket(ws, viewer));
         },
         (error: unknown) => {

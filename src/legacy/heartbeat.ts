@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Viewer } from '../auth/index.ts';
 import { CloseCode } from '../close-codes.ts';
-import { isAppError } from '../errors.ts';
+import { isAppError, rateLimitStatus } from '../errors.ts';
 import { createConnection } from '../transport/connection.ts';
 import { readJson, registerConnection, viewerOf, writeText } from './http.ts';
 import type { LegacyDeps } from './index.ts';
@@ -111,6 +111,8 @@ export function createHeartbeatRoute(deps: LegacyDeps): LegacyRoute {
       status = parsePingBody(await readJson(req, config.MAX_BODY_BYTES));
       await services.presence.ping(viewer, status);
     } catch (error) {
+      const limited = rateLimitStatus(error);
+      if (limited !== null) return writeText(res, limited, 'Too Many Requests');
       if (error instanceof BadRequest || isAppError(error)) {
         return writeText(res, 400, 'Bad Request');
       }
@@ -134,6 +136,8 @@ export function createHeartbeatRoute(deps: LegacyDeps): LegacyRoute {
     res.once('close', () => connection.close(CloseCode.Normal, 'client gone'));
     let pings: Awaited<ReturnType<typeof services.presence.subscribe>>;
     try {
+      // Refused here, while a status can still be sent (MAX_CONNECTIONS(_PER_USER)).
+      services.connections.admit(viewer);
       pings = await services.presence.subscribe(viewer, userId, {
         signal: connection.signal,
         onOverflow: () => connection.close(CloseCode.SlowConsumer, 'slow consumer'),
@@ -142,6 +146,8 @@ export function createHeartbeatRoute(deps: LegacyDeps): LegacyRoute {
       });
     } catch (error) {
       connection.close(CloseCode.Normal, 'refused');
+      const limited = rateLimitStatus(error);
+      if (limited !== null) return writeText(res, limited, 'Too Many Requests');
       if (isAppError(error)) return writeText(res, 400, 'Bad Request');
       throw error;
     }

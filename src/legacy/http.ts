@@ -5,6 +5,7 @@ import type { Connection } from '../domain/connections.ts';
 import type { Services } from '../domain/index.ts';
 import { badInput, unauthenticated } from '../errors.ts';
 import { closeOnExpiry, createConnection } from '../transport/connection.ts';
+import { containsNul } from '../transport/input.ts';
 import type { LegacyDeps } from './index.ts';
 
 // HTTP helpers every shim may use. They know no service's wire format: each shim keeps its own
@@ -57,10 +58,14 @@ export function readBody(req: IncomingMessage, limit: number): Promise<string> {
   });
 }
 
-/** Parses JSON text; undefined when it is not JSON (JSON itself has no undefined). */
+/**
+ * Parses JSON text; undefined when it is not JSON (JSON itself has no undefined) or holds a
+ * string with U+0000, which Postgres cannot store.
+ */
 export function parseJson(text: string): unknown {
   try {
-    return JSON.parse(text) as unknown;
+    const value = JSON.parse(text) as unknown;
+    return containsNul(value) ? undefined : value;
   } catch {
     return undefined;
   }
@@ -75,11 +80,15 @@ export async function readJson(req: IncomingMessage, limit: number): Promise<unk
     if (error instanceof BodyTooLarge) throw badInput(error.message);
     throw error;
   }
+  let value: unknown;
   try {
-    return JSON.parse(text) as unknown;
+    value = JSON.parse(text) as unknown;
   } catch (error) {
     throw badInput(`invalid json: ${(error as Error).message}`);
   }
+  // Postgres cannot store U+0000: refused here rather than failing inside a write.
+  if (containsNul(value)) throw badInput('Strings must not contain the character U+0000');
+  return value;
 }
 
 /**

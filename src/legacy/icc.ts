@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ApplauseState } from '../domain/applause.ts';
 import { isNotifyChannel, type NotifyEvent, type PublishInput } from '../domain/notify.ts';
-import { type AppError, badInput, isAppError } from '../errors.ts';
+import { type AppError, badInput, isAppError, rateLimitStatus } from '../errors.ts';
 import {
   intParam,
   readJson,
@@ -62,6 +62,8 @@ function iccError(error: unknown): { status: number; body: { error: string; msg:
     return { status: 401, body: { error: 'not-allowed', msg: e.message } };
   if (e.code === 'FORBIDDEN')
     return { status: 400, body: { error: 'not-allowed', msg: e.message } };
+  const limited = rateLimitStatus(e);
+  if (limited !== null) return { status: limited, body: { error: 'too-many', msg: e.message } };
   return { status: 400, body: { error: 'invalid', msg: e.message } };
 }
 

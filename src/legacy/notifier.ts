@@ -5,7 +5,7 @@ import type { Viewer } from '../auth/index.ts';
 import { CloseCode } from '../close-codes.ts';
 import type { AutoupdateBatch } from '../domain/autoupdate.ts';
 import type { PushedEvent } from '../domain/change-log.ts';
-import { badInput, forbidden, isAppError, unauthenticated } from '../errors.ts';
+import { badInput, forbidden, isAppError, rateLimitStatus, unauthenticated } from '../errors.ts';
 import { createConnection } from '../transport/connection.ts';
 import { refuseUpgrade } from '../transport/http.ts';
 import { readJson, registerConnection, viewerOf, writeText } from './http.ts';
@@ -181,6 +181,9 @@ export function createNotifierRoute(deps: LegacyDeps): LegacyRoute {
       clearTimeout(timer);
       const text = isBinary ? '' : String(data);
       subscribe(socket, viewer, text).catch((error: unknown) => {
+        if (rateLimitStatus(error) !== null) {
+          return socket.close(CloseCode.TooManyConnections, 'too many connections');
+        }
         if (!isAppError(error)) logger.error({ err: error }, 'notifier subscription failed');
         socket.close(CloseCode.InternalError, 'Internal server error');
       });
@@ -235,9 +238,9 @@ export function createNotifierRoute(deps: LegacyDeps): LegacyRoute {
           logger.error({ err: error, path }, 'notifier request failed');
           return writeText(res, 500, 'Internal Server Error');
         }
-        const status = { UNAUTHENTICATED: 401, FORBIDDEN: 403, NOT_FOUND: 404 }[
-          error.code as string
-        ];
+        const status =
+          rateLimitStatus(error) ??
+          { UNAUTHENTICATED: 401, FORBIDDEN: 403, NOT_FOUND: 404 }[error.code as string];
         writeText(res, status ?? 400, status ? error.message : `Bad Request: ${error.message}`);
       }
     },

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ApplauseState } from '../domain/applause.ts';
 import type { PublishInput } from '../domain/notify.ts';
-import { badInput, isAppError } from '../errors.ts';
+import { badInput, isAppError, rateLimitStatus } from '../errors.ts';
 import { readJson, requireViewer, serveJsonLines, writeJson, writeText } from './http.ts';
 import { notifyLine, stringField, stringList, userIdList } from './icc.ts';
 import type { LegacyDeps } from './index.ts';
@@ -20,6 +20,10 @@ export function os3Error(error: unknown): {
       status: 500,
       body: { error: { type: 'InternalError', msg: 'Ups, something went wrong!' } },
     };
+  }
+  const limited = rateLimitStatus(error);
+  if (limited !== null) {
+    return { status: limited, body: { error: { type: 'rate_limited', msg: error.message } } };
   }
   const type = error.code === 'UNAUTHENTICATED' ? 'auth_required' : 'invalid_request';
   return { status: 400, body: { error: { type, msg: error.message } } };

@@ -18,7 +18,18 @@ export {
   type PresenceStore,
   type RecordResult,
 } from './presence-store.ts';
-export type { PubSub, SubscribeOptions } from './pubsub.ts';
+export {
+  eventOfTopic,
+  observePublishes,
+  type PubSub,
+  publishTimeOf,
+  type SubscribeOptions,
+} from './pubsub.ts';
+export {
+  createRateLimitStore,
+  type Rate,
+  type RateLimitStore,
+} from './rate-limits.ts';
 export { connectRedis, createRedisPubSub, type RedisClients } from './redis.ts';
 export { Subscription, type SubscriptionOptions } from './subscription.ts';
 export { type Topic, topic } from './topics.ts';

@@ -1,15 +1,17 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { type ExecutionArgs, getOperationAST } from 'graphql';
+import { type ExecutionArgs, GraphQLError, getOperationAST } from 'graphql';
 import { handleProtocols, makeServer } from 'graphql-ws';
 import { type WebSocket, WebSocketServer } from 'ws';
 import type { Authenticator } from '../auth/index.ts';
 import { CloseCode } from '../close-codes.ts';
 import type { Connection, ConnectionRegistry } from '../domain/connections.ts';
 import type { Logger } from '../logger.ts';
+import type { RequestInfo } from '../schema/context.ts';
 import { closeOnExpiry, createConnection } from './connection.ts';
 import { requestInfo } from './context.ts';
 import type { Fanout } from './fanout.ts';
+import { nulError } from './input.ts';
 import type { Yoga } from './yoga.ts';
 
 export interface GraphQLWsOptions {
@@ -28,11 +30,24 @@ export interface GraphQLWsOptions {
   maxBufferedBytes: number;
   /** Largest accepted inbound frame. */
   maxPayloadBytes: number;
+  /** Operations running at once on one socket (MAX_SUBSCRIPTIONS_PER_CONNECTION). */
+  maxSubscriptions: number;
+  /** Told about each refused operation (logs and metrics). */
+  onLimit: (limit: string, userId: string | null) => void;
 }
+
+/** The error an operation over MAX_SUBSCRIPTIONS_PER_CONNECTION gets (graphql-ws and SSE). */
+export const tooManySubscriptions = (max: number) =>
+  new GraphQLError(`Too many operations on this connection: at most ${max}`, {
+    extensions: { code: 'RATE_LIMITED' },
+  });
 
 interface Extra {
   socket: WebSocket;
-  request: IncomingMessage;
+  /** The upgrade request, until connection_init is handled (then dropped: it is large). */
+  request: IncomingMessage | null;
+  /** What the context keeps of the upgrade request. */
+  info: RequestInfo;
   connection?: Connection & { controller: AbortController };
 }
 
@@ -58,9 +73,10 @@ export function createGraphQLWsServer(options: GraphQLWsOptions) {
     connectionInitWaitTimeout: options.initTimeoutMs,
     async onConnect(ctx) {
       const { socket, request } = ctx.extra;
+      ctx.extra.request = null;
       let viewer: Awaited<ReturnType<Authenticator['fromConnectionParams']>>;
       try {
-        viewer = await auth.fromConnectionParams(ctx.connectionParams, request.url);
+        viewer = await auth.fromConnectionParams(ctx.connectionParams, request?.url);
       } catch (error) {
         logger.info({ reason: (error as Error).message }, 'graphql-ws connection refused');
         return false;
@@ -68,18 +84,30 @@ export function createGraphQLWsServer(options: GraphQLWsOptions) {
       const connection = createConnection('graphql-ws', viewer, (code, reason) =>
         socket.close(code, reason),
       );
+      try {
+        connections.add(connection);
+      } catch (error) {
+        // Over MAX_CONNECTIONS(_PER_USER): our own close code, so the client retries later.
+        socket.close(CloseCode.TooManyConnections, (error as Error).message.slice(0, 120));
+        return false;
+      }
       ctx.extra.connection = connection;
-      connections.add(connection);
       closeOnExpiry(connection, () => connection.close(CloseCode.TokenExpired, 'token expired'));
       return true;
     },
     async onSubscribe(ctx, id, payload) {
-      const { connection, request, socket } = ctx.extra;
+      const { connection, info, socket } = ctx.extra;
+      // The new operation is already listed in ctx.subscriptions.
+      if (Object.keys(ctx.subscriptions).length > options.maxSubscriptions) {
+        options.onLimit('subscriptionsPerConnection', connection?.viewer?.userId ?? null);
+        return [tooManySubscriptions(options.maxSubscriptions)];
+      }
+      const nul = nulError(payload);
+      if (nul) return [nul];
       const enveloped = yoga.getEnveloped({
         viewer: connection?.viewer ?? null,
         ...(connection ? { connection } : {}),
-        requestInfo: requestInfo(request, 'graphql-ws'),
-        req: request,
+        requestInfo: info,
         params: payload,
       } as never);
       let document: ExecutionArgs['document'];
@@ -88,16 +116,23 @@ export function createGraphQLWsServer(options: GraphQLWsOptions) {
       } catch (error) {
         return [error as never];
       }
-      const errors = enveloped.validate(enveloped.schema, document);
-      if (errors.length > 0) return errors;
+      // graphql-armor's limits throw their GraphQLError from validate rather than return it.
+      let errors: readonly GraphQLError[];
+      try {
+        errors = enveloped.validate(enveloped.schema, document);
+      } catch (error) {
+        if (error instanceof GraphQLError) return [error];
+        throw error;
+      }
+      if (errors.length > 0) return [...errors];
       const isSubscription =
         getOperationAST(document, payload.operationName)?.operation === 'subscription';
       const prefix = `{"id":${JSON.stringify(id)},"type":"next","payload":`;
       const rootValue: RootValue = {
         execute: enveloped.execute,
         subscribe: isSubscription
-          ? (args) =>
-              fanout.subscribe(
+          ? (args) => {
+              const stream = fanout.subscribe(
                 {
                   args: { ...args, rootValue: undefined },
                   maskError: options.maskError,
@@ -109,7 +144,12 @@ export function createGraphQLWsServer(options: GraphQLWsOptions) {
                     return slowConsumer(ctx.extra);
                   socket.send(`${prefix}${json}}`);
                 },
-              )
+              );
+              // graphql-ws keeps its execution args for the life of the operation; the fan-out
+              // has what it needs, so let the per-request envelop closures go (memory/socket).
+              (args as { rootValue: unknown }).rootValue = undefined;
+              return stream;
+            }
           : enveloped.subscribe,
       };
       return {
@@ -132,8 +172,26 @@ export function createGraphQLWsServer(options: GraphQLWsOptions) {
     else extra.socket.close(CloseCode.SlowConsumer, 'slow consumer');
   }
 
+  // Keep-alive: one sweep per instance rather than a timer per socket. A socket that has not
+  // answered the previous sweep's ping is terminated.
+  const awaitingPong = new WeakSet<WebSocket>();
+  function heardPong(this: WebSocket) {
+    awaitingPong.delete(this);
+  }
+  const keepAlive = setInterval(() => {
+    for (const client of wss.clients) {
+      if (awaitingPong.has(client)) {
+        client.terminate();
+        continue;
+      }
+      awaitingPong.add(client);
+      client.ping();
+    }
+  }, options.keepAliveMs);
+  keepAlive.unref();
+
   wss.on('connection', (socket: WebSocket, request: IncomingMessage) => {
-    const extra: Extra = { socket, request };
+    const extra: Extra = { socket, request, info: requestInfo(request, 'graphql-ws') };
     const closed = server.opened(
       {
         protocol: socket.protocol,
@@ -157,22 +215,12 @@ export function createGraphQLWsServer(options: GraphQLWsOptions) {
       extra,
     );
 
-    let alive = true;
-    socket.on('pong', () => {
-      alive = true;
-    });
-    const pinger = setInterval(() => {
-      if (!alive) return socket.terminate();
-      alive = false;
-      socket.ping();
-    }, options.keepAliveMs);
-
+    socket.on('pong', heardPong);
     socket.on('error', (error) => {
       logger.warn({ err: error }, 'graphql-ws socket error');
       socket.terminate();
     });
     socket.once('close', (code, reason) => {
-      clearInterval(pinger);
       extra.connection?.controller.abort();
       closed(code, String(reason)).catch((error: unknown) =>
         logger.error({ err: error }, 'graphql-ws close handling failed'),
@@ -187,6 +235,7 @@ export function createGraphQLWsServer(options: GraphQLWsOptions) {
     },
     /** Closes every socket with 1001 (going away) and stops accepting new ones. */
     async close() {
+      clearInterval(keepAlive);
       for (const client of wss.clients) client.close(CloseCode.GoingAway, 'server shutting down');
       await new Promise<void>((resolve) => wss.close(() => resolve()));
     },

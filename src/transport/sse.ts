@@ -1,15 +1,18 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { type DocumentNode, getOperationAST } from 'graphql';
+import { type DocumentNode, GraphQLError, getOperationAST } from 'graphql';
 import { createHandler, type Request as SseRequest } from 'graphql-sse';
 import type { Authenticator, Viewer } from '../auth/index.ts';
 import { CloseCode } from '../close-codes.ts';
 import type { Connection, ConnectionRegistry } from '../domain/connections.ts';
+import { rateLimitStatus } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { closeOnExpiry, createConnection } from './connection.ts';
 import { authError, requestInfo } from './context.ts';
 import type { Fanout } from './fanout.ts';
+import { tooManySubscriptions } from './graphql-ws.ts';
 import { sendJson } from './http.ts';
+import { nulError } from './input.ts';
 import type { Yoga } from './yoga.ts';
 
 export interface SseOptions {
@@ -22,6 +25,12 @@ export interface SseOptions {
   logger: Logger;
   /** Unsent bytes tolerated on one stream before it is ended as a slow consumer. */
   maxBufferedBytes: number;
+  /** Largest request body (MAX_BODY_BYTES), also for chunked bodies; larger get 413. */
+  maxBodyBytes: number;
+  /** Operations running at once on one single-connection stream (MAX_SUBSCRIPTIONS_PER_CONNECTION). */
+  maxSubscriptions: number;
+  /** Told about each refused stream or operation (logs and metrics). */
+  onLimit: (limit: string, userId: string | null) => void;
 }
 
 interface RequestContext {
@@ -56,10 +65,21 @@ export function isSseRequest(req: IncomingMessage): boolean {
   );
 }
 
-function readBody(req: IncomingMessage): Promise<string> {
+/** Rejected by readBody when a body passes MAX_BODY_BYTES. */
+class BodyTooLarge extends Error {}
+
+function readBody(req: IncomingMessage, limit: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= limit) return void chunks.push(chunk);
+      req.off('data', onData);
+      req.resume();
+      reject(new BodyTooLarge());
+    };
+    req.on('data', onData);
     req.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     req.once('error', reject);
   });
@@ -70,6 +90,8 @@ interface EventStream {
   connection: Connection & { readonly controller: AbortController };
   /** Writes one SSE message; held until the response headers are out. */
   write(message: string): void;
+  /** Operations running on it (single-connection mode), for MAX_SUBSCRIPTIONS_PER_CONNECTION. */
+  operations: number;
 }
 
 /**
@@ -94,6 +116,7 @@ export function createSseHandler(options: SseOptions) {
     });
     const stream: EventStream & { start(generator: AsyncGenerator<string>): void } = {
       connection,
+      operations: 0,
       write(message) {
         if (pending) {
           pending.push(message);
@@ -120,12 +143,26 @@ export function createSseHandler(options: SseOptions) {
     // Reservation tokens only from the header or a non-JWT `?token=` (ours carry auth tokens);
     // a request without one gets a fresh token, as the protocol's PUT expects.
     authenticate: (req) => streamToken(req.raw) ?? randomUUID(),
+    onComplete(_ctx, req) {
+      const token = req.context.stream ? null : streamToken(req.raw);
+      const stream = token ? streamsByToken.get(token) : undefined;
+      if (stream && stream.operations > 0) stream.operations -= 1;
+    },
     async onSubscribe(req, params) {
       const { viewer } = req.context;
       const token = streamToken(req.raw);
       // Distinct mode: the request is its own stream. Single mode: the token's stream.
       const distinct = req.context.stream;
       const stream = distinct ?? (token ? streamsByToken.get(token) : undefined);
+      if (stream && !distinct) {
+        if (stream.operations >= options.maxSubscriptions) {
+          options.onLimit('subscriptionsPerConnection', viewer?.userId ?? null);
+          const body = { errors: [tooManySubscriptions(options.maxSubscriptions).toJSON()] };
+          return [JSON.stringify(body), { status: 429, statusText: 'Too Many Requests' }];
+        }
+        // Counted down in onComplete, which graphql-sse calls when the operation ends.
+        stream.operations += 1;
+      }
       const connection = stream?.connection ?? createConnection('sse', viewer, () => {});
       const enveloped = yoga.getEnveloped({
         viewer,
@@ -134,13 +171,22 @@ export function createSseHandler(options: SseOptions) {
         req: req.raw,
         params,
       } as never);
+      const nul = nulError(params);
+      if (nul) return { errors: [nul] };
       let document: DocumentNode;
       try {
         document = enveloped.parse(params.query);
       } catch (error) {
         return { errors: [error as never] };
       }
-      const errors = enveloped.validate(enveloped.schema, document);
+      // graphql-armor's limits throw their GraphQLError from validate rather than return it.
+      let errors: readonly GraphQLError[];
+      try {
+        errors = enveloped.validate(enveloped.schema, document);
+      } catch (error) {
+        if (error instanceof GraphQLError) return { errors: [error] };
+        throw error;
+      }
       if (errors.length > 0) return { errors };
       const args = {
         schema: enveloped.schema,
@@ -179,8 +225,21 @@ export function createSseHandler(options: SseOptions) {
         });
       }
 
+      if (req.headers.accept === 'text/event-stream') {
+        try {
+          connections.admit(viewer);
+        } catch (error) {
+          // MAX_CONNECTIONS (503) or MAX_CONNECTIONS_PER_USER (429), before any header went out.
+          const status = rateLimitStatus(error);
+          if (status === null) throw error;
+          return sendJson(res, status, {
+            errors: [{ message: (error as Error).message, extensions: { code: 'RATE_LIMITED' } }],
+          });
+        }
+      }
       const stream =
         req.headers.accept === 'text/event-stream' ? openStream(res, viewer) : undefined;
+      let bodyTooLarge = false;
       const context: RequestContext = stream ? { viewer, stream } : { viewer };
       const sseRequest: SseRequest<IncomingMessage, RequestContext> = {
         method: req.method ?? 'GET',
@@ -191,11 +250,23 @@ export function createSseHandler(options: SseOptions) {
             return Array.isArray(value) ? value.join(', ') : value;
           },
         },
-        body: () => readBody(req),
+        body: () =>
+          readBody(req, options.maxBodyBytes).catch((error: unknown) => {
+            bodyTooLarge = error instanceof BodyTooLarge;
+            throw error;
+          }),
         raw: req,
         context,
       };
       const [result, init] = await handler(sseRequest);
+      if (bodyTooLarge) {
+        stream?.connection.controller.abort();
+        options.onLimit('bodyBytes', viewer?.userId ?? null);
+        res.setHeader('connection', 'close');
+        return sendJson(res, 413, {
+          errors: [{ message: 'Request body too large (MAX_BODY_BYTES)' }],
+        });
+      }
       const headers = { ...(init.headers as Record<string, string>) };
       // HTTP/2 forbids connection-specific headers.
       if (req.httpVersionMajor >= 2) delete headers['connection'];
@@ -210,8 +281,15 @@ export function createSseHandler(options: SseOptions) {
       const body = result as AsyncGenerator<string>;
       const { connection } = stream;
       const token = streamToken(req);
+      try {
+        connections.add(connection);
+      } catch {
+        // Another stream took the last place since `admit`: end this one at once.
+        connection.controller.abort();
+        void body.return(undefined);
+        return void res.end();
+      }
       if (token) streamsByToken.set(token, stream);
-      connections.add(connection);
       closeOnExpiry(connection, () => connection.close(CloseCode.TokenExpired, 'token expired'));
       res.flushHeaders();
       (stream as EventStream & { start(generator: AsyncGenerator<string>): void }).start(body);

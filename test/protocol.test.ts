@@ -1,0 +1,100 @@
+import { describe, expect, it } from 'vitest';
+import { useInstances } from './support/instances.ts';
+import { openAcked, openRaw, type RawSocket } from './support/raw-ws.ts';
+
+const KEEPALIVE_MS = 200;
+
+/** graphql-transport-ws conformance, spoken with a raw `ws` socket. */
+describe('graphql-ws protocol', () => {
+  const { a: server, onCleanup } = useInstances(
+    { WS_INIT_TIMEOUT_MS: '300', WS_KEEPALIVE_MS: String(KEEPALIVE_MS) },
+    1,
+    { redis: false },
+  );
+  const open = async (options: Parameters<typeof openRaw>[1] = {}) => {
+    const raw = await openRaw(server.wsUrl, options);
+    onCleanup(() => raw.socket.terminate());
+    return raw;
+  };
+  const acked = async (token?: string) => {
+    const raw = await openAcked(server.wsUrl, token);
+    onCleanup(() => raw.socket.terminate());
+    return raw;
+  };
+  const subscription = (raw: RawSocket, id: string) =>
+    raw.send({
+      id,
+      type: 'subscribe',
+      payload: { query: 'subscription { presence(userId: "nobody") { userId } }' },
+    });
+
+  it('closes 4408 when connection_init does not come in time', async () => {
+    const raw = await open();
+    expect(await raw.closed()).toEqual({ code: 4408, reason: 'Connection initialisation timeout' });
+  });
+
+  it('closes 4429 on a second connection_init', async () => {
+    const raw = await acked();
+    raw.send({ type: 'connection_init' });
+    expect((await raw.closed()).code).toBe(4429);
+  });
+
+  it('closes 4401 on subscribe before connection_ack', async () => {
+    const raw = await open();
+    subscription(raw, '1');
+    expect((await raw.closed()).code).toBe(4401);
+  });
+
+  it('closes 4409 on a duplicate operation id', async () => {
+    const raw = await acked(await server.token('dup'));
+    subscription(raw, 'same');
+    // A marker query proves the first subscribe is running before the duplicate.
+    raw.send({ id: 'marker', type: 'subscribe', payload: { query: '{ viewer { userId } }' } });
+    expect(await raw.messages.next()).toMatchObject({ id: 'marker', type: 'next' });
+    subscription(raw, 'same');
+    expect((await raw.closed()).code).toBe(4409);
+  });
+
+  it.each([
+    ['text that is not JSON', 'not json'],
+    ['an unknown message type', { type: 'nope' }],
+    ['a subscribe without id', { type: 'subscribe', payload: { query: '{ viewer { userId } }' } }],
+    ['a subscribe whose query is no string', { id: '1', type: 'subscribe', payload: { query: 5 } }],
+    ['a JSON array', [1, 2]],
+  ])('closes 4400 on a malformed message: %s', async (_name, message) => {
+    const raw = await acked();
+    raw.send(message);
+    expect((await raw.closed()).code).toBe(4400);
+  });
+
+  it('closes 4403 when connection_init carries a bad or expired token', async () => {
+    for (const authorization of ['Bearer not-a-token', 'Bearer a.b.c']) {
+      const raw = await open();
+      raw.send({ type: 'connection_init', payload: { authorization } });
+      expect((await raw.closed()).code).toBe(4403);
+    }
+  });
+
+  it('answers protocol pings with pongs', async () => {
+    const raw = await acked();
+    raw.send({ type: 'ping', payload: { n: 1 } });
+    expect(await raw.messages.next()).toEqual({ type: 'pong', payload: { n: 1 } });
+  });
+
+  it('terminates a peer that stops answering WebSocket pings, and keeps one that answers', async () => {
+    const answering = await acked();
+    const silent = await open({ autoPong: false });
+    silent.send({ type: 'connection_init' });
+    expect(await silent.messages.next()).toEqual({ type: 'connection_ack' });
+    let pings = 0;
+    silent.socket.on('ping', () => {
+      pings += 1;
+    });
+    // Terminated without a close frame: 1006 on the client side.
+    expect((await silent.closed(KEEPALIVE_MS * 20)).code).toBe(1006);
+    expect(pings).toBeGreaterThan(0);
+    // The answering socket outlived the silent one and still works.
+    answering.send({ type: 'ping' });
+    expect(await answering.messages.next()).toEqual({ type: 'pong' });
+  });
+});
