@@ -23,6 +23,8 @@ ENV NODE_ENV=production PORT=4000 DATA_DIR=/data
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+# The /demo page's static files, read at start-up beside the compiled demo.js.
+COPY --from=build /app/src/transport/demo ./dist/transport/demo
 COPY package.json ./
 COPY prisma ./prisma
 RUN mkdir -p /data && chown node:node /data

@@ -2,6 +2,50 @@ import type { EventMap, EventName } from './events.ts';
 import { Subscription, type SubscriptionOptions } from './subscription.ts';
 import type { Topic } from './topics.ts';
 
+/**
+ * What travels on a topic: the payload and its publish time (epoch ms, stamped once by the
+ * publishing instance), so every instance can measure delivery latency without a clock read
+ * per subscriber. Instances compare their own clock with the publisher's (keep them in NTP).
+ */
+interface Envelope {
+  /** Publish time, epoch milliseconds. */
+  t: number;
+  /** The event payload. */
+  p: unknown;
+}
+
+/** Publish time of what a subscription yielded, keyed by the yielded object. */
+const publishTimes = new WeakMap<object, number>();
+
+/**
+ * When the event a subscriber yields was published (epoch ms, publisher's clock), if it came
+ * from pub/sub as is or through `map`; undefined for objects a domain stream made itself
+ * (initial events, timers, rows read from Postgres).
+ */
+export function publishTimeOf(event: unknown): number | undefined {
+  return typeof event === 'object' && event !== null ? publishTimes.get(event) : undefined;
+}
+
+/** The event name of a topic (`presence:5` -> `presence`), for metrics. */
+export function eventOfTopic(topic: string): string {
+  const end = topic.indexOf(':');
+  return end === -1 ? topic : topic.slice(0, end);
+}
+
+/**
+ * The same PubSub, calling `onPublish` with the event name after each successful publish
+ * (the app counts them in `switchboard_events_published_total`).
+ */
+export function observePublishes(pubsub: PubSub, onPublish: (event: string) => void): PubSub {
+  return {
+    ...pubsub,
+    publish: async (topic, payload) => {
+      await pubsub.publish(topic, payload);
+      onPublish(eventOfTopic(topic));
+    },
+  };
+}
+
 /** Options of `PubSub.subscribe`. */
 export interface SubscribeOptions<E, T = E> extends SubscriptionOptions<T> {
   /** Keeps only the events this subscriber should see; runs synchronously per event. */
@@ -42,7 +86,8 @@ export interface TopicTarget {
 /**
  * Builds a PubSub over an event target: subscriptions attach one listener each, reference
  * counting of topics is the target's job (the Redis target subscribes a channel on its first
- * listener and unsubscribes after its last).
+ * listener and unsubscribes after its last). The backend publishes and dispatches an
+ * `Envelope` (payload plus publish time); listeners unwrap it.
  */
 export function pubSubOver(backend: {
   kind: PubSub['kind'];
@@ -54,15 +99,18 @@ export function pubSubOver(backend: {
   const listenerCounts = new Map<string, number>();
   return {
     kind: backend.kind,
-    publish: (topic, payload) => backend.publish(topic, payload),
+    publish: (topic, payload) => backend.publish(topic, { t: Date.now(), p: payload }),
     subscribe<K extends EventName, T>(topic: Topic<K>, options: SubscribeOptions<EventMap[K], T>) {
       const subscription = new Subscription<T>(options);
       if (subscription.done) return subscription;
       const { filter, map } = options;
       const listener = (event: Event) => {
-        const payload = (event as CustomEvent<EventMap[K]>).detail;
+        const envelope = (event as CustomEvent<Envelope>).detail;
+        const payload = envelope.p as EventMap[K];
         if (filter && !filter(payload)) return;
-        subscription.push(map ? map(payload) : (payload as unknown as T));
+        const value = map ? map(payload) : (payload as unknown as T);
+        if (typeof value === 'object' && value !== null) publishTimes.set(value, envelope.t);
+        subscription.push(value);
       };
       backend.target.addEventListener(topic, listener);
       listenerCounts.set(topic, (listenerCounts.get(topic) ?? 0) + 1);

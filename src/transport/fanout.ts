@@ -4,9 +4,11 @@ import {
   type ExecutionResult,
   execute,
   type GraphQLError,
+  getOperationAST,
+  Kind,
 } from 'graphql';
 import type { Metrics } from '../metrics.ts';
-import { Subscription } from '../pubsub/index.ts';
+import { publishTimeOf, Subscription } from '../pubsub/index.ts';
 
 /** Writes one serialized result (the JSON of an ExecutionResult) to the subscriber's wire. */
 export type Emit = (resultJson: string) => void;
@@ -98,8 +100,15 @@ export function createFanout(metrics: Metrics) {
      * Starts a subscription operation. Returns the refusal (an ExecutionResult with errors)
      * when the subscribe resolver throws, or a FanoutStream that writes through `emit`.
      */
-    async subscribe(request: FanoutRequest, emit: Emit): Promise<ExecutionResult | FanoutStream> {
+    async subscribe(
+      request: FanoutRequest,
+      emitResult: Emit,
+    ): Promise<ExecutionResult | FanoutStream> {
       const { args } = request;
+      const emit: Emit = (json) => {
+        metrics.deliveries.inc();
+        emitResult(json);
+      };
       const masked = (result: ExecutionResult): ExecutionResult =>
         result.errors
           ? {
@@ -114,10 +123,18 @@ export function createFanout(metrics: Metrics) {
       const subscription =
         source instanceof Subscription ? (source as Subscription<unknown>) : adopt(source);
       const group = groupOf(request.query, args);
+      const field = rootFieldOf(args);
+      metrics.subscriptions.inc({ field });
+      subscription.onEnd(() => metrics.subscriptions.dec({ field }));
 
       const run = (event: unknown): string | Promise<string> => {
         executions += 1;
         metrics.executions.inc();
+        // Once per event per group: the publish time travels with the event (pubsub envelope).
+        const publishedAt = publishTimeOf(event);
+        if (publishedAt !== undefined) {
+          metrics.deliveryLatency.observe(Math.max(0, Date.now() - publishedAt) / 1000);
+        }
         // graphql-js' own per-event step (what `subscribe` maps every event through), once.
         const result = execute({ ...args, rootValue: event });
         return isPromiseLike(result)
@@ -161,6 +178,12 @@ export function createFanout(metrics: Metrics) {
 }
 
 export type Fanout = ReturnType<typeof createFanout>;
+
+/** The root field of a subscription operation, the label of the subscriptions gauge. */
+function rootFieldOf(args: ExecutionArgs): string {
+  const first = getOperationAST(args.document, args.operationName)?.selectionSet.selections[0];
+  return first?.kind === Kind.FIELD ? first.name.value : 'unknown';
+}
 
 const isPromiseLike = (value: unknown): value is PromiseLike<unknown> =>
   typeof (value as PromiseLike<unknown> | null)?.then === 'function';
