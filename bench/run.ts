@@ -14,7 +14,12 @@ import { type BenchOptions, type Configuration, parseOptions, USAGE } from './op
 import { evaluate, formatReport, type ServerResult, type Summary } from './report.ts';
 import { measureFanout } from './scenarios/fanout.ts';
 import { measureLatencyAndMemory } from './scenarios/latency-memory.ts';
-import { type ServerUnderTest, startReference, startSwitchboard } from './servers/index.ts';
+import {
+  compileServers,
+  type ServerUnderTest,
+  startReference,
+  startSwitchboard,
+} from './servers/index.ts';
 
 /** The CPU of the load generator; the servers get CPU 0. */
 const LOAD_CORE = 1;
@@ -128,6 +133,9 @@ async function main(): Promise<number> {
     process.stderr.write(`${(error as Error).message}\n\n${USAGE}\n`);
     return 2;
   }
+
+  progress('compiling the servers (tsc -p bench/tsconfig.json)');
+  compileServers();
 
   const running = new Set<ServerUnderTest>();
   const stopServer = async (server: ServerUnderTest) => {
