@@ -15,6 +15,11 @@ export interface Metrics {
   eventsPublished: Counter<'event'>;
   /** Results written to subscribers (one per subscriber per event). */
   deliveries: Counter;
+  /**
+   * Plain counts bumped on the delivery hot path (a property increment instead of a labelled
+   * prom-client call per subscriber per event); copied into their counters at scrape time.
+   */
+  tally: { deliveries: number };
   /** Executions of subscription results (one per event per distinct operation). */
   executions: Counter;
   /** Seconds from publish (on any instance) to the write to a subscriber on this one. */
@@ -40,7 +45,9 @@ export function createMetrics(options: {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'switchboard_' });
   const registers = [registry];
+  const tally = { deliveries: 0 };
   return {
+    tally,
     registry,
     connections: new Gauge({
       name: 'switchboard_connections',
@@ -70,6 +77,10 @@ export function createMetrics(options: {
       name: 'switchboard_deliveries_total',
       help: 'Subscription results written to subscribers.',
       registers,
+      collect() {
+        this.reset();
+        this.inc(tally.deliveries);
+      },
     }),
     executions: new Counter({
       name: 'switchboard_executions_total',

@@ -106,7 +106,7 @@ export function createFanout(metrics: Metrics) {
     ): Promise<ExecutionResult | FanoutStream> {
       const { args } = request;
       const emit: Emit = (json) => {
-        metrics.deliveries.inc();
+        metrics.tally.deliveries += 1;
         emitResult(json);
       };
       const masked = (result: ExecutionResult): ExecutionResult =>
@@ -123,6 +123,8 @@ export function createFanout(metrics: Metrics) {
       const subscription =
         source instanceof Subscription ? (source as Subscription<unknown>) : adopt(source);
       const group = groupOf(request.query, args);
+      // What per-event execution needs; the subscribe-time context is not kept (see EVENT_CONTEXT).
+      const { schema, document, variableValues, operationName } = args;
       const field = rootFieldOf(args);
       metrics.subscriptions.inc({ field });
       subscription.onEnd(() => metrics.subscriptions.dec({ field }));
@@ -136,7 +138,14 @@ export function createFanout(metrics: Metrics) {
           metrics.deliveryLatency.observe(Math.max(0, Date.now() - publishedAt) / 1000);
         }
         // graphql-js' own per-event step (what `subscribe` maps every event through), once.
-        const result = execute({ ...args, rootValue: event });
+        const result = execute({
+          schema,
+          document,
+          variableValues,
+          operationName,
+          contextValue: EVENT_CONTEXT,
+          rootValue: event,
+        });
         return isPromiseLike(result)
           ? Promise.resolve(result).then((r) => JSON.stringify(masked(r)))
           : JSON.stringify(masked(result));
@@ -184,6 +193,21 @@ function rootFieldOf(args: ExecutionArgs): string {
   const first = getOperationAST(args.document, args.operationName)?.selectionSet.selections[0];
   return first?.kind === Kind.FIELD ? first.name.value : 'unknown';
 }
+
+/**
+ * The context of per-event execution. Its result is shared by every subscriber of the group, so
+ * payload resolvers must resolve from the event alone; reading the context is a bug, and this
+ * says so loudly instead of leaking one subscriber's context into everyone's result.
+ */
+const EVENT_CONTEXT = new Proxy(
+  {},
+  {
+    get(_target, key) {
+      if (typeof key === 'symbol') return undefined;
+      throw new Error(`subscription payload resolvers must not read the context (read "${key}")`);
+    },
+  },
+);
 
 const isPromiseLike = (value: unknown): value is PromiseLike<unknown> =>
   typeof (value as PromiseLike<unknown> | null)?.then === 'function';

@@ -146,8 +146,8 @@ export function createGraphQLWsServer(options: GraphQLWsOptions) {
                 },
               );
               // graphql-ws keeps its execution args for the life of the operation; the fan-out
-              // has what it needs, so let the per-request envelop closures go (memory/socket).
-              (args as { rootValue: unknown }).rootValue = undefined;
+              // has what it needs, so let the per-request context and envelop closures go.
+              Object.assign(args, { rootValue: undefined, contextValue: undefined });
               return stream;
             }
           : enveloped.subscribe,
