@@ -19,8 +19,8 @@ const publishTimes = new WeakMap<object, number>();
 
 /**
  * When the event a subscriber yields was published (epoch ms, publisher's clock), if it came
- * from pub/sub as is or through `map`; undefined for objects a domain stream made itself
- * (initial events, timers, rows read from Postgres).
+ * from pub/sub as is; undefined for objects a subscription mapped or a domain stream made
+ * itself (initial events, timers, rows read from Postgres).
  */
 export function publishTimeOf(event: unknown): number | undefined {
   return typeof event === 'object' && event !== null ? publishTimes.get(event) : undefined;
@@ -96,7 +96,10 @@ export function pubSubOver(backend: {
   ping: () => Promise<void>;
   close: () => Promise<void>;
 }): PubSub {
-  const listenerCounts = new Map<string, number>();
+  // One backend listener per topic; local subscribers are called from a plain Set, which is
+  // cheaper per subscriber than an EventTarget listener each (time and memory).
+  type Listener = (envelope: Envelope) => void;
+  const topics = new Map<string, { listeners: Set<Listener>; dispatch: (event: Event) => void }>();
   return {
     kind: backend.kind,
     publish: (topic, payload) => backend.publish(topic, { t: Date.now(), p: payload }),
@@ -104,25 +107,38 @@ export function pubSubOver(backend: {
       const subscription = new Subscription<T>(options);
       if (subscription.done) return subscription;
       const { filter, map } = options;
-      const listener = (event: Event) => {
-        const envelope = (event as CustomEvent<Envelope>).detail;
+      const listener: Listener = (envelope) => {
         const payload = envelope.p as EventMap[K];
         if (filter && !filter(payload)) return;
-        const value = map ? map(payload) : (payload as unknown as T);
-        if (typeof value === 'object' && value !== null) publishTimes.set(value, envelope.t);
-        subscription.push(value);
+        if (map) return void subscription.push(map(payload));
+        subscription.push(payload as unknown as T);
       };
-      backend.target.addEventListener(topic, listener);
-      listenerCounts.set(topic, (listenerCounts.get(topic) ?? 0) + 1);
+      let entry = topics.get(topic);
+      if (!entry) {
+        const listeners = new Set<Listener>();
+        const dispatch = (event: Event) => {
+          const envelope = (event as CustomEvent<Envelope>).detail;
+          // Once per event per instance: the payload object is what unmapped subscribers yield.
+          const payload = envelope.p;
+          if (typeof payload === 'object' && payload !== null)
+            publishTimes.set(payload, envelope.t);
+          for (const each of listeners) each(envelope);
+        };
+        entry = { listeners, dispatch };
+        topics.set(topic, entry);
+        backend.target.addEventListener(topic, dispatch);
+      }
+      const { listeners, dispatch } = entry;
+      listeners.add(listener);
       subscription.onEnd(() => {
-        backend.target.removeEventListener(topic, listener);
-        const left = (listenerCounts.get(topic) ?? 1) - 1;
-        if (left === 0) listenerCounts.delete(topic);
-        else listenerCounts.set(topic, left);
+        listeners.delete(listener);
+        if (listeners.size > 0 || topics.get(topic)?.listeners !== listeners) return;
+        topics.delete(topic);
+        backend.target.removeEventListener(topic, dispatch);
       });
       return subscription;
     },
-    topicCount: () => listenerCounts.size,
+    topicCount: () => topics.size,
     ping: backend.ping,
     close: backend.close,
   };
