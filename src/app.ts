@@ -24,7 +24,13 @@ import { createDemo, isDemoPath } from './transport/demo.ts';
 import { createFanout, type Fanout } from './transport/fanout.ts';
 import { createGraphQLWsServer } from './transport/graphql-ws.ts';
 import { createHealth } from './transport/health.ts';
-import { createHttpServer, refuseUpgrade, sendJson } from './transport/http.ts';
+import {
+  BodyTooLarge,
+  createHttpServer,
+  readBody,
+  refuseUpgrade,
+  sendJson,
+} from './transport/http.ts';
 import { createSseHandler, isSseRequest } from './transport/sse.ts';
 import { createGraphQLServer, maskError } from './transport/yoga.ts';
 
@@ -64,24 +70,6 @@ const BODYLESS = new Set(['GET', 'HEAD', 'OPTIONS']);
 function tooLarge(res: ServerResponse): void {
   res.setHeader('connection', 'close');
   sendJson(res, 413, { errors: [{ message: 'Request body too large (MAX_BODY_BYTES)' }] });
-}
-
-/** The request body, or null (the rest discarded) once it passes `limit` bytes. */
-function readBounded(req: IncomingMessage, limit: number): Promise<Buffer | null> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= limit) return void chunks.push(chunk);
-      req.off('data', onData);
-      req.resume();
-      resolve(null);
-    };
-    req.on('data', onData);
-    req.once('end', () => resolve(Buffer.concat(chunks)));
-    req.once('error', reject);
-  });
 }
 
 /** The Access-Control-Allow-Origin value for `origin` under ALLOWED_ORIGINS, or null. */
@@ -204,14 +192,17 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
       if (shim) return shim.route.handle(req, res, shim.path);
       // A body without content-length (chunked) is read here, bounded, and handed to yoga.
       if (req.headers['content-length'] === undefined && !BODYLESS.has(req.method ?? 'GET')) {
-        return readBounded(req, config.MAX_BODY_BYTES).then((body) => {
-          if (body === null) {
+        return readBody(req, config.MAX_BODY_BYTES).then(
+          (body) => {
+            if (body.length > 0) (req as IncomingMessage & { body?: Buffer }).body = body;
+            return yoga.handle(req, res);
+          },
+          (error: unknown) => {
+            if (!(error instanceof BodyTooLarge)) throw error;
             services.limits.report('bodyBytes', { path });
             return tooLarge(res);
-          }
-          if (body.length > 0) (req as IncomingMessage & { body?: Buffer }).body = body;
-          return yoga.handle(req, res);
-        });
+          },
+        );
       }
       return yoga.handle(req, res);
     })();

@@ -5,6 +5,7 @@ import type { Connection } from '../domain/connections.ts';
 import type { Services } from '../domain/index.ts';
 import { badInput, unauthenticated } from '../errors.ts';
 import { closeOnExpiry, createConnection } from '../transport/connection.ts';
+import { BodyTooLarge, readBody as readTransportBody } from '../transport/http.ts';
 import { containsNul } from '../transport/input.ts';
 import type { LegacyDeps } from './index.ts';
 
@@ -30,32 +31,11 @@ export async function requireViewer(
   return viewer;
 }
 
-/** Rejected by `readBody` when a body is larger than allowed. */
-export class BodyTooLarge extends Error {}
+export { BodyTooLarge };
 
-/**
- * The request body as text, at most `limit` bytes; beyond that it rejects with BodyTooLarge and
- * discards the rest (the socket stays usable for the error response).
- */
-export function readBody(req: IncomingMessage, limit: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limit) {
-        req.off('data', onData);
-        req.resume();
-        chunks.length = 0;
-        reject(new BodyTooLarge(`The body is larger than ${limit} bytes`));
-        return;
-      }
-      chunks.push(chunk);
-    };
-    req.on('data', onData);
-    req.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.once('error', reject);
-  });
+/** The request body as text, at most `limit` bytes (else BodyTooLarge). */
+export async function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  return (await readTransportBody(req, limit)).toString('utf8');
 }
 
 /**

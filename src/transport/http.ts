@@ -44,3 +44,29 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8' });
   res.end(JSON.stringify(body));
 }
+
+/** Rejected by `readBody` when a body is larger than allowed. */
+export class BodyTooLarge extends Error {}
+
+/**
+ * The request body, at most `limit` bytes (whatever the content-length says, so chunked bodies
+ * are bounded too); beyond that it rejects with BodyTooLarge and discards the rest, so the
+ * socket stays usable for the error response.
+ */
+export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= limit) return void chunks.push(chunk);
+      req.off('data', onData);
+      req.resume();
+      chunks.length = 0;
+      reject(new BodyTooLarge(`The body is larger than ${limit} bytes`));
+    };
+    req.on('data', onData);
+    req.once('end', () => resolve(Buffer.concat(chunks)));
+    req.once('error', reject);
+  });
+}

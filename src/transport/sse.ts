@@ -11,7 +11,7 @@ import { closeOnExpiry, createConnection } from './connection.ts';
 import { authError, requestInfo } from './context.ts';
 import type { Fanout } from './fanout.ts';
 import { tooManySubscriptions } from './graphql-ws.ts';
-import { sendJson } from './http.ts';
+import { BodyTooLarge, readBody, sendJson } from './http.ts';
 import { nulError } from './input.ts';
 import type { Yoga } from './yoga.ts';
 
@@ -63,26 +63,6 @@ export function isSseRequest(req: IncomingMessage): boolean {
     typeof req.headers[STREAM_TOKEN_HEADER] === 'string' ||
     (req.method === 'DELETE' && streamToken(req) !== null)
   );
-}
-
-/** Rejected by readBody when a body passes MAX_BODY_BYTES. */
-class BodyTooLarge extends Error {}
-
-function readBody(req: IncomingMessage, limit: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= limit) return void chunks.push(chunk);
-      req.off('data', onData);
-      req.resume();
-      reject(new BodyTooLarge());
-    };
-    req.on('data', onData);
-    req.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.once('error', reject);
-  });
 }
 
 /** An open event stream: its connection, and a writer the fan-out writes events through. */
@@ -251,10 +231,13 @@ export function createSseHandler(options: SseOptions) {
           },
         },
         body: () =>
-          readBody(req, options.maxBodyBytes).catch((error: unknown) => {
-            bodyTooLarge = error instanceof BodyTooLarge;
-            throw error;
-          }),
+          readBody(req, options.maxBodyBytes).then(
+            (body) => body.toString('utf8'),
+            (error: unknown) => {
+              bodyTooLarge = error instanceof BodyTooLarge;
+              throw error;
+            },
+          ),
         raw: req,
         context,
       };
