@@ -20,6 +20,8 @@ const SEED = process.env['FUZZ_SEED']
     ? Date.now() % 2 ** 31
     : 20261122;
 const params = { numRuns: RUNS, seed: SEED, endOnFailure: true };
+// A long run says which seed it used, so a failure can be replayed with FUZZ_SEED.
+if (RUNS !== 40 || SEED !== 20261122) process.stdout.write(`fuzz: seed ${SEED}, ${RUNS} runs\n`);
 const LONG = RUNS > 100;
 
 const documents = Object.entries(operations)
