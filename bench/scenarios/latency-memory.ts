@@ -36,9 +36,26 @@ const median = (values: readonly number[]) => {
 };
 
 /**
+ * RSS once it settles: idle servers still shrink for a few seconds (V8 collects the garbage
+ * that subscribing left and gives pages back), so an early sample counts that garbage as
+ * per-connection memory. Samples every second until two in a row differ by under 0.5 %, at
+ * most 15 s.
+ */
+async function settledRss(rss: () => Promise<number>): Promise<number> {
+  let last = await rss();
+  for (let i = 0; i < 15; i++) {
+    await sleep(1_000);
+    const now = await rss();
+    if (Math.abs(now - last) < last * 0.005) return now;
+    last = now;
+  }
+  return last;
+}
+
+/**
  * Memory, then latency, on one set of `subscribers` graphql-ws clients. Memory: summed RSS of
- * the server process(es) before connecting and after all are subscribed and the servers went
- * idle (plus half a second), delta / subscribers. Latency: `warmup + rounds` single publishes,
+ * the server process(es) before connecting and after all are subscribed, the servers went idle
+ * and their RSS settled, delta / subscribers. Latency: `warmup + rounds` single publishes,
  * each waited for until every subscriber had it; the clock is the harness's performance.now().
  */
 export async function measureLatencyAndMemory(
@@ -53,8 +70,7 @@ export async function measureLatencyAndMemory(
   const subscribers = await openMany(options.subscribers, target.wsOpener(sinkOf(log)));
   try {
     await waitIdle(target.pids, 5_000);
-    await sleep(500);
-    const rssAfterBytes = await rss();
+    const rssAfterBytes = await settledRss(rss);
     const memory: MemoryResult = {
       connections: options.subscribers,
       rssBeforeBytes,
