@@ -18,7 +18,6 @@ import {
   type RedisClients,
 } from './pubsub/index.ts';
 import { schema } from './schema/index.ts';
-import { countSlowConsumers } from './transport/connection.ts';
 import { createContextFactory } from './transport/context.ts';
 import { createDemo, isDemoPath } from './transport/demo.ts';
 import { createFanout, type Fanout } from './transport/fanout.ts';
@@ -118,9 +117,6 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     dependencies,
   });
   const services = createServices({ config, pubsub, db, redis, logger, metrics });
-  const stopSlowConsumerCount = countSlowConsumers(services.connections, (transport) =>
-    metrics.slowConsumers.inc({ transport }),
-  );
 
   const yoga = createGraphQLServer({
     schema,
@@ -269,7 +265,6 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
         await Promise.race([closed, deadline]);
         if ('closeAllConnections' in server) server.closeAllConnections();
         await services.stop();
-        stopSlowConsumerCount();
         await Promise.allSettled([db.close(), pubsub.close()]);
       })();
       return stopping;

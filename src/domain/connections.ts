@@ -15,6 +15,8 @@ export interface Connection {
   readonly viewer: Viewer | null;
   /** Aborted once the connection is closed, by either side. */
   readonly signal: AbortSignal;
+  /** The code the server closed it with; null while open or when the client went away. */
+  readonly closeCode: CloseCode | null;
   /** Closes the connection; WebSockets get `code`, streams simply end. Idempotent. */
   close(code: CloseCode, reason: string): void;
 }
@@ -56,6 +58,8 @@ export interface ConnectionRegistryOptions {
   maxPerUser?: number;
   /** Told about every refused connection, with the limit's name (for logs and metrics). */
   onLimit?: (limit: 'connections' | 'connectionsPerUser', viewer: Viewer | null) => void;
+  /** Told about every added connection once it closes (e.g. slow consumers, for metrics). */
+  onClosed?: (connection: Connection) => void;
 }
 
 export function createConnectionRegistry(
@@ -110,6 +114,7 @@ export function createConnectionRegistry(
         'abort',
         () => {
           all.delete(connection);
+          options.onClosed?.(connection);
           if (userId === undefined) return;
           const set = byUser.get(userId);
           set?.delete(connection);

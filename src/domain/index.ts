@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { CloseCode } from '../close-codes.ts';
 import type { Config } from '../config.ts';
 import type { Database } from '../db/index.ts';
 import type { Logger } from '../logger.ts';
@@ -137,6 +138,9 @@ export function createServices({
     maxConnections: config.MAX_CONNECTIONS,
     maxPerUser: config.MAX_CONNECTIONS_PER_USER,
     onLimit: (limit, viewer) => limits.report(limit, { user: viewer?.userId ?? null }),
+    onClosed: ({ closeCode, transport }) => {
+      if (closeCode === CloseCode.SlowConsumer) metrics.slowConsumers.inc({ transport });
+    },
   });
   const meetings = createMeetings({ db });
   const applause = createApplause({

@@ -1,31 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Viewer } from '../auth/index.ts';
-import { CloseCode } from '../close-codes.ts';
-import type { Connection, ConnectionRegistry, Transport } from '../domain/connections.ts';
-
-/** Listeners of slow-consumer closes in this process (one per app; see countSlowConsumers). */
-const slowConsumerListeners = new Set<(connection: Connection) => void>();
-
-/**
- * Calls `count` with the transport of every connection of `registry` that is closed as a slow
- * consumer (4499), for `switchboard_slow_consumers_total`. Several apps may share a process
- * (tests), so each counts only its own registry's connections. Returns the stop function.
- */
-export function countSlowConsumers(
-  registry: ConnectionRegistry,
-  count: (transport: Transport) => void,
-): () => void {
-  const listener = (connection: Connection) => {
-    // Rare (a client too slow to read), so a scan of the registry is affordable here.
-    const userId = connection.viewer?.userId;
-    const candidates = userId === undefined ? registry.all() : registry.forUser(userId);
-    for (const candidate of candidates) {
-      if (candidate === connection) return count(connection.transport);
-    }
-  };
-  slowConsumerListeners.add(listener);
-  return () => slowConsumerListeners.delete(listener);
-}
+import type { CloseCode } from '../close-codes.ts';
+import type { Connection, Transport } from '../domain/connections.ts';
 
 /**
  * A Connection whose `close` runs `onClose` once and aborts its signal, so everything bound to
@@ -43,11 +19,11 @@ export function createConnection(
     viewer,
     controller,
     signal: controller.signal,
+    closeCode: null as CloseCode | null,
     close(code: CloseCode, reason: string) {
       if (controller.signal.aborted) return;
-      // Before the abort, which takes the connection out of its registry.
-      if (code === CloseCode.SlowConsumer)
-        for (const notify of slowConsumerListeners) notify(connection);
+      // Before the abort, whose listeners (the registry) read it.
+      connection.closeCode = code;
       controller.abort();
       onClose(code, reason);
     },
