@@ -34,8 +34,9 @@ async function connectionsOf(server: TestServer, userId: string, count = 1): Pro
 
 describe('transports', () => {
   const { a: server } = useInstances(
-    // Small bounds so a stalled reader is found quickly.
-    { WS_MAX_BUFFERED_BYTES: '262144', SUBSCRIPTION_BUFFER: '50' },
+    // Small bounds so a stalled reader is found quickly; the slow-consumer tests publish from
+    // one user, faster than the default per-user publish rate allows.
+    { WS_MAX_BUFFERED_BYTES: '262144', SUBSCRIPTION_BUFFER: '50', RATE_LIMIT_PUBLISH: 'off' },
     1,
   );
 
