@@ -3,12 +3,15 @@ import type { Http2SecureServer } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { type Authenticator, createAuthenticator } from './auth/index.ts';
+import { CloseCode } from './close-codes.ts';
 import type { Config } from './config.ts';
 import { type Database, openDatabase } from './db/index.ts';
 import { createServices, type Services } from './domain/index.ts';
 import { createLegacyRoutes, matchRoute } from './legacy/index.ts';
 import type { Logger } from './logger.ts';
-import { countByTransport, createMetrics, type Metrics } from './metrics.ts';
+import { createMetrics, type Metrics } from './metrics.ts';
+import { type ConnectionCore, createConnectionCore } from './net/core.ts';
+import { createWebSocketAcceptor } from './net/websocket.ts';
 import {
   connectRedis,
   createMemoryPubSub,
@@ -30,7 +33,8 @@ import {
   refuseUpgrade,
   sendJson,
 } from './transport/http.ts';
-import { createSseHandler, isSseRequest } from './transport/sse.ts';
+import { createOperationRunner } from './transport/operation.ts';
+import { createSseServer, isSseRequest } from './transport/sse.ts';
 import { createGraphQLServer, maskError } from './transport/yoga.ts';
 
 export interface AppDeps {
@@ -48,6 +52,8 @@ export interface App {
   /** The subscription fan-out (its execution count shows one execution per event per group). */
   readonly fanout: Fanout;
   readonly metrics: Metrics;
+  /** Every open client connection of this instance (the connection core). */
+  readonly connections: ConnectionCore;
   /** Listens on PORT/HOST; resolves with the base URL (http://host:port). */
   start(): Promise<string>;
   /**
@@ -113,10 +119,31 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     ...(redis ? { redis: () => pubsub.ping() } : {}),
   };
   const metrics = createMetrics({
-    connectionCounts: () => countByTransport(services.connections.all()),
+    connectionCounts: () => core.countByTransport(),
     dependencies,
   });
-  const services = createServices({ config, pubsub, db, redis, logger, metrics });
+  const core = createConnectionCore({
+    logger,
+    maxConnections: config.MAX_CONNECTIONS,
+    maxPerUser: config.MAX_CONNECTIONS_PER_USER,
+    maxAnonymous: config.ANONYMOUS_CONNECTIONS,
+    maxBufferedBytes: config.WS_MAX_BUFFERED_BYTES,
+    // Every open connection with a user feeds chat presence (first/last connection per group).
+    track: (connection) => services.chat.track(connection),
+    onLimit: (limit, viewer) => services.limits.report(limit, { user: viewer?.userId ?? null }),
+    onClosed: ({ closeCode, transport }) => {
+      if (closeCode === CloseCode.SlowConsumer) metrics.slowConsumers.inc({ transport });
+    },
+  });
+  const services = createServices({
+    config,
+    pubsub,
+    db,
+    redis,
+    logger,
+    metrics,
+    connections: core,
+  });
 
   const yoga = createGraphQLServer({
     schema,
@@ -133,32 +160,34 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     allowedOrigins: config.ALLOWED_ORIGINS,
   });
   const fanout = createFanout(metrics);
-  const transportDeps = {
-    yoga,
-    fanout,
-    metrics,
-    maskError: maskError(logger),
-    auth,
-    connections: services.connections,
-    logger,
-    maxSubscriptions: config.MAX_SUBSCRIPTIONS_PER_CONNECTION,
-    onLimit: (limit: string, user: string | null) => services.limits.report(limit, { user }),
-  };
+  const operations = createOperationRunner({ yoga, fanout, maskError: maskError(logger) });
+  const onLimit = (limit: string, user: string | null) => services.limits.report(limit, { user });
+  const websockets = createWebSocketAcceptor({ maxPayloadBytes: config.MAX_BODY_BYTES });
   const graphqlWs = createGraphQLWsServer({
-    ...transportDeps,
+    operations,
+    auth,
+    core,
+    logger,
     keepAliveMs: config.WS_KEEPALIVE_MS,
     initTimeoutMs: config.WS_INIT_TIMEOUT_MS,
-    maxBufferedBytes: config.WS_MAX_BUFFERED_BYTES,
-    maxPayloadBytes: config.MAX_BODY_BYTES,
+    maxSubscriptions: config.MAX_SUBSCRIPTIONS_PER_CONNECTION,
+    onLimit,
   });
-  const sse = createSseHandler({
-    ...transportDeps,
-    maxBufferedBytes: config.WS_MAX_BUFFERED_BYTES,
+  const sse = createSseServer({
+    operations,
+    auth,
+    core,
+    keepAliveMs: config.SSE_KEEPALIVE_MS,
     maxBodyBytes: config.MAX_BODY_BYTES,
+    maxSubscriptions: config.MAX_SUBSCRIPTIONS_PER_CONNECTION,
+    reservationTimeoutMs: config.SSE_RESERVATION_TIMEOUT_MS,
+    onLimit,
   });
   const legacy = createLegacyRoutes({
     config,
     services,
+    core,
+    websockets,
     auth,
     metrics,
     logger: logger.child({ legacy: true }),
@@ -211,7 +240,9 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     socket.on('error', (error) => logger.debug({ err: error }, 'upgrade socket error'));
-    if (path === '/graphql') return graphqlWs.handleUpgrade(req, socket, head);
+    if (path === '/graphql') {
+      return websockets.accept(req, socket, head, (ws) => graphqlWs.serve(ws, req));
+    }
     const shim = matchRoute(legacy, path);
     if (shim?.route.upgrade) return shim.route.upgrade(req, socket, head, shim.path);
     refuseUpgrade(socket, 404, 'Not Found');
@@ -238,6 +269,7 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     db,
     fanout,
     metrics,
+    connections: core,
     start: () =>
       new Promise((resolve, reject) => {
         server.once('error', reject);
@@ -253,11 +285,8 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     stop() {
       stopping ??= (async () => {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-        await graphqlWs.close();
-        sse.closeAll();
-        for (const connection of services.connections.all()) {
-          connection.close(1001, 'server shutting down');
-        }
+        graphqlWs.close();
+        core.closeAll(CloseCode.GoingAway, 'server shutting down');
         const deadline = new Promise<void>((resolve) =>
           setTimeout(resolve, config.SHUTDOWN_TIMEOUT_MS).unref(),
         );

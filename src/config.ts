@@ -3,6 +3,7 @@ import { z } from 'zod';
 
 const port = z.coerce.number().int().min(0).max(65535);
 const positiveInt = z.coerce.number().int().positive();
+const nonNegativeInt = z.coerce.number().int().nonnegative();
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 const url = (protocols: string[]) =>
   z
@@ -142,9 +143,15 @@ export const SETTINGS = {
     default: '3000',
   }),
   SSE_KEEPALIVE_MS: setting({
-    description: 'Interval of keep-alive comments on SSE streams.',
+    description: 'Interval of keep-alive comments (`:`) on graphql-sse streams.',
     schema: positiveInt,
     default: '12000',
+  }),
+  SSE_RESERVATION_TIMEOUT_MS: setting({
+    description:
+      'Time a graphql-sse single-connection reservation (PUT) has to be opened (GET) before it is dropped with its operations.',
+    schema: positiveInt,
+    default: '15000',
   }),
   INSTANCE_TTL_MS: setting({
     description:
@@ -292,6 +299,12 @@ export const SETTINGS = {
       'Open client connections (WebSockets, SSE and legacy streams) one instance accepts; more get close 4029 or HTTP 503.',
     schema: positiveInt,
     default: '10000',
+  }),
+  ANONYMOUS_CONNECTIONS: setting({
+    description:
+      "Open connections without a token one instance accepts, in a pool of their own beside MAX_CONNECTIONS (so they never take a user's place); 0 refuses them (graphql-ws 4403, SSE and legacy streams 401).",
+    schema: nonNegativeInt,
+    default: '0',
   }),
   MAX_CONNECTIONS_PER_USER: setting({
     description:

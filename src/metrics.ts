@@ -1,5 +1,4 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import type { Connection } from './domain/connections.ts';
 
 /**
  * Prometheus metrics of one server instance, served at /metrics. One registry per app, so
@@ -130,11 +129,4 @@ export function createMetrics(options: {
       },
     }),
   };
-}
-
-/** Open connections per transport, for the connections gauge. */
-export function countByTransport(connections: Iterable<Connection>): Record<string, number> {
-  const counts: Record<string, number> = {};
-  for (const { transport } of connections) counts[transport] = (counts[transport] ?? 0) + 1;
-  return counts;
 }

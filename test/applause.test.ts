@@ -29,7 +29,11 @@ function untilApplause(
 }
 
 describe('applause and meetings across two instances on one Redis', () => {
-  const { a, b, ws, sse } = useInstances({ APPLAUSE_INTERVAL_MS: '100', APPLAUSE_WINDOW_S: '3' });
+  const { a, b, ws, sse } = useInstances({
+    APPLAUSE_INTERVAL_MS: '100',
+    APPLAUSE_WINDOW_S: '3',
+    ANONYMOUS_CONNECTIONS: '20',
+  });
 
   const codeOf = (r: { body: ExecutionResult<unknown> }) =>
     r.body.errors?.[0]?.extensions?.['code'];

@@ -30,7 +30,7 @@ const deletedIn = (batch: Batch, collection: string) =>
   (batch.deleted as Record<string, unknown[]>)[collection] ?? [];
 
 describe('autoupdate across two instances on one Redis', () => {
-  const { a, b, ws, sse } = useInstances();
+  const { a, b, ws, sse } = useInstances({ ANONYMOUS_CONNECTIONS: '20' });
   let service: string;
 
   beforeAll(async () => {

@@ -44,7 +44,7 @@ async function nextStateOf(queue: ChatQueue, userId: string): Promise<State> {
 }
 
 describe('chat across two instances on one Redis', () => {
-  const { a, b, ws, sse } = useInstances({ CHAT_MAX_LENGTH: '40' });
+  const { a, b, ws, sse } = useInstances({ CHAT_MAX_LENGTH: '40', ANONYMOUS_CONNECTIONS: '20' });
 
   const send = async (server: TestServer, token: string, to: string, text: string) => {
     const r = await gql(server.url, SendChatMessageDocument, { to, text }, token);

@@ -152,6 +152,7 @@ describe('fuzz', { timeout: LONG ? 3_600_000 : 60_000 }, () => {
   const instances = useInstances(
     {
       PING_MIN_INTERVAL_MS: '1',
+      ANONYMOUS_CONNECTIONS: '50',
       RATE_LIMIT_PUBLISH: 'off',
       RATE_LIMIT_PING: 'off',
       RATE_LIMIT_CHAT: 'off',

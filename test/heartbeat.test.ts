@@ -57,6 +57,8 @@ describe('heartbeat endpoints across two instances on one Redis', () => {
   const { a, b, ws, onCleanup } = useInstances((index) => ({
     PING_MIN_INTERVAL_MS: '50',
     HEARTBEAT_KEEPALIVE_S: '0.2',
+    // Anyone may follow a user's pings, as in the original.
+    ANONYMOUS_CONNECTIONS: '20',
     ...(index === 0 ? { TRUST_USER_CLAIM_HEADER: 'true' } : {}),
   }));
 
@@ -241,13 +243,13 @@ describe('heartbeat endpoints across two instances on one Redis', () => {
     const user = uniqueUser('rel');
     const token = await a.token(user);
     const stream = await subscribe(a, encodeURIComponent(user), token);
-    expect(a.app.services.connections.forUser(user)).toHaveLength(1);
+    expect(a.app.connections.forUser(user)).toHaveLength(1);
     stream.close();
     // No event tells the test that the server saw the close: poll, bounded.
     const deadline = Date.now() + WAIT_MS;
-    while (a.app.services.connections.forUser(user).length > 0 && Date.now() < deadline) {
+    while (a.app.connections.forUser(user).length > 0 && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
-    expect(a.app.services.connections.forUser(user)).toHaveLength(0);
+    expect(a.app.connections.forUser(user)).toHaveLength(0);
   });
 });

@@ -105,7 +105,7 @@ describe('limits', () => {
     // Connect until the instance is full (earlier tests may hold places on B).
     const open = async () => {
       const raw = track(await openRaw(b.wsUrl));
-      raw.send({ type: 'connection_init', payload: {} });
+      raw.send({ type: 'connection_init', payload: { token: await b.token(unique('full')) } });
       const first = await Promise.race([raw.messages.next(), raw.closed()]);
       return {
         raw,

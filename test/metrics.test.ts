@@ -212,7 +212,7 @@ describe('metrics at /metrics', () => {
     const channelId = await channelOf(sender);
     // Random, so WebSocket compression cannot shrink it.
     const big = randomBytes(600_000).toString('base64');
-    const [slow] = a.app.services.connections.forUser('metrics-slow');
+    const [slow] = a.app.connections.forUser('metrics-slow');
     expect(slow).toBeDefined();
     for (let sent = 0; !slow?.signal.aborted; sent++) {
       if (sent >= 200) throw new Error('the stalled reader was never closed');

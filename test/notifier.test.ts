@@ -233,7 +233,9 @@ describe('notifier endpoints across two instances on one Redis', () => {
 });
 
 describe('notifier open mode', () => {
-  const { a: server } = useInstances({ NOTIFIER_OPEN: 'true' }, 1, { redis: false });
+  const { a: server } = useInstances({ NOTIFIER_OPEN: 'true', ANONYMOUS_CONNECTIONS: '20' }, 1, {
+    redis: false,
+  });
 
   it('lets anyone subscribe to any access id when NOTIFIER_OPEN=true', async () => {
     const s = await openSocket(server);

@@ -32,7 +32,7 @@ async function nextMessage(queue: NotifyQueue) {
 }
 
 describe('notify across two instances on one Redis', () => {
-  const { a, b, ws, sse } = useInstances();
+  const { a, b, ws, sse } = useInstances({ ANONYMOUS_CONNECTIONS: '20' });
 
   it('answers viewer for a token and null for anonymous', async () => {
     const token = await a.token('42', { group: 'g1' });

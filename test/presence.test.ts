@@ -57,7 +57,10 @@ async function nextPing(queue: PresenceQueue, timeoutMs = WAIT_MS) {
 }
 
 describe('presence across two instances on one Redis', () => {
-  const { a, b, ws, sse } = useInstances({ PING_MIN_INTERVAL_MS: '300' });
+  const { a, b, ws, sse } = useInstances({
+    PING_MIN_INTERVAL_MS: '300',
+    ANONYMOUS_CONNECTIONS: '20',
+  });
 
   it('sends the cached ping at once, then every ping made on the other instance, in order', async () => {
     const user = uniqueUser('p');

@@ -19,7 +19,7 @@ async function nextUpdate(queue: ResultQueue<ExecutionResult<ProjectorSubscripti
 }
 
 describe('projector across two instances on one Redis', () => {
-  const { a, b, ws, sse } = useInstances();
+  const { a, b, ws, sse } = useInstances({ ANONYMOUS_CONNECTIONS: '20' });
   let service: string;
 
   beforeAll(async () => {

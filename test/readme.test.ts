@@ -212,6 +212,8 @@ describe('README curl examples (sh tested blocks)', () => {
       CHATTER_SERVICE_SECRET: 'readme-chatter-secret',
       // Applause in the examples stays counted while the block runs.
       APPLAUSE_WINDOW_S: '120',
+      // The heartbeat example follows a user without a token.
+      ANONYMOUS_CONNECTIONS: '20',
     },
     1,
   );

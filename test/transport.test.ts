@@ -3,7 +3,7 @@ import { request as httpRequest } from 'node:http';
 import { serverAudits } from 'graphql-http';
 import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import type { Connection } from '../src/domain/connections.ts';
+import type { Connection } from '../src/net/connection.ts';
 import { NotifyDocument, PublishDocument } from './generated/graphql.ts';
 import type { TestServer } from './support/app.ts';
 import { gql, WAIT_MS, wsClient } from './support/clients.ts';
@@ -25,7 +25,7 @@ function closed(connection: Connection, timeoutMs = WAIT_MS): Promise<void> {
 async function connectionsOf(server: TestServer, userId: string, count = 1): Promise<Connection[]> {
   const deadline = Date.now() + WAIT_MS;
   for (;;) {
-    const found = server.app.services.connections.forUser(userId);
+    const found = server.app.connections.forUser(userId);
     if (found.length >= count) return found;
     if (Date.now() > deadline) throw new Error(`user ${userId} has ${found.length} connections`);
     await new Promise((resolve) => setImmediate(resolve));

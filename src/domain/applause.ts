@@ -1,5 +1,4 @@
 import type { Viewer } from '../auth/index.ts';
-import { CloseCode } from '../close-codes.ts';
 import { forbidden, unauthenticated } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import {
@@ -8,7 +7,7 @@ import {
   type MembershipChange,
   Subscription,
 } from '../pubsub/index.ts';
-import type { Connection } from './connections.ts';
+import type { Binding } from './connections.ts';
 import type { RateLimit } from './limits.ts';
 import { type Meetings, meetingPresenceSet, validMeetingId } from './meetings.ts';
 
@@ -169,7 +168,7 @@ export function createApplause(options: ApplauseOptions) {
     async subscribe(
       viewer: Viewer | null,
       meetingId: string,
-      connection: Connection,
+      connection: Binding,
       mode: ApplauseMode = 'changes',
     ): Promise<Subscription<ApplauseState>> {
       validMeetingId(meetingId);
@@ -177,7 +176,7 @@ export function createApplause(options: ApplauseOptions) {
       const subscription = new Subscription<ApplauseState>({
         capacity: options.subscriptionBuffer,
         signal: connection.signal,
-        onOverflow: () => connection.close(CloseCode.SlowConsumer, 'slow consumer'),
+        onOverflow: () => connection.overflow(),
       });
       if (subscription.done) return subscription;
       const release = viewer ? membership.join(meetingPresenceSet(meetingId), viewer.userId) : null;

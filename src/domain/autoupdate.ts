@@ -1,5 +1,4 @@
 import type { Viewer } from '../auth/index.ts';
-import { CloseCode } from '../close-codes.ts';
 import { type Database, Prisma } from '../db/index.ts';
 import { badInput, unauthenticated } from '../errors.ts';
 import { Subscription } from '../pubsub/index.ts';
@@ -11,7 +10,7 @@ import {
   type FeedBatch,
   toChangeRow,
 } from './change-log.ts';
-import type { Connection } from './connections.ts';
+import type { Binding } from './connections.ts';
 
 /** An event as a recipient sees it. */
 export interface AutoupdateEvent {
@@ -240,7 +239,7 @@ export function createAutoupdate(options: AutoupdateOptions) {
     async subscribe(
       viewer: Viewer | null,
       request: AutoupdateRequest,
-      connection: Connection,
+      connection: Binding,
     ): Promise<Subscription<AutoupdateBatch>> {
       if (!viewer) throw unauthenticated('Anonymous users cannot subscribe to autoupdate');
       const changeId = request.changeId ?? 0;
@@ -256,7 +255,7 @@ export function createAutoupdate(options: AutoupdateOptions) {
       const subscription = new Subscription<AutoupdateBatch>({
         capacity: options.subscriptionBuffer,
         signal: connection.signal,
-        onOverflow: () => connection.close(CloseCode.SlowConsumer, 'slow consumer'),
+        onOverflow: () => connection.overflow(),
       });
       /** Rows up to here were delivered (or covered by the replay). */
       let cursor = 0;

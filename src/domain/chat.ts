@@ -1,5 +1,4 @@
 import type { Viewer } from '../auth/index.ts';
-import { CloseCode } from '../close-codes.ts';
 import type { Database } from '../db/index.ts';
 import { badInput, forbidden, notFound, unauthenticated } from '../errors.ts';
 import type { Logger } from '../logger.ts';
@@ -10,7 +9,7 @@ import {
   Subscription,
   topic,
 } from '../pubsub/index.ts';
-import type { Connection } from './connections.ts';
+import type { Binding } from './connections.ts';
 import type { LimitReporter, RateLimit } from './limits.ts';
 import type { Users } from './users.ts';
 
@@ -206,13 +205,13 @@ export function createChat(options: ChatOptions) {
   async function subscribe(
     viewerOrNull: Viewer | null,
     peerId: string | null,
-    connection: Connection,
+    connection: Binding,
   ): Promise<Subscription<ChatEvent>> {
     const viewer = requireUser(viewerOrNull);
     const { userId } = viewer;
     const { group } = await users.self(viewer);
     const capacity = options.subscriptionBuffer;
-    const onOverflow = () => connection.close(CloseCode.SlowConsumer, 'slow consumer');
+    const onOverflow = () => connection.overflow();
     const events = new Subscription<ChatEvent>({
       capacity,
       signal: connection.signal,
@@ -239,7 +238,7 @@ export function createChat(options: ChatOptions) {
    * is open, the user is a member of its group's presence set (reference-counted, so only the
    * first open and the last close anywhere announce a change). Service callers are not users.
    */
-  async function track(connection: Connection): Promise<(() => void) | null> {
+  async function track(connection: Binding): Promise<(() => void) | null> {
     const viewer = connection.viewer;
     if (!viewer || viewer.isService) return null;
     const { group } = await users.self(viewer);

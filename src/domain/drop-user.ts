@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import type { Viewer } from '../auth/index.ts';
-import { CloseCode } from '../close-codes.ts';
 import { badInput, forbidden, unauthenticated } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { type Membership, type PubSub, topic } from '../pubsub/index.ts';
@@ -37,18 +36,11 @@ export function createDropUser(options: DropUserOptions) {
   const { pubsub, membership, connections, instanceId, logger } = options;
   const pending = new Map<string, Pending>();
 
-  /** Closes this instance's connections of the user; returns how many. */
-  function closeLocal(userId: string): number {
-    const open = connections.forUser(userId);
-    for (const connection of open) connection.close(CloseCode.Forbidden, 'dropped');
-    return open.length;
-  }
-
   // Filters run synchronously per message and queue nothing (see change-log.ts).
   const commands = pubsub.subscribe(topic('dropUser'), {
     capacity: 1,
     filter: (command) => {
-      const closed = closeLocal(command.userId);
+      const closed = connections.drop(command.userId);
       if (closed > 0) logger.info({ user: command.userId, closed }, 'user dropped');
       pubsub
         .publish(topic('dropUserReply', command.requesterId), {

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { CloseCode } from '../close-codes.ts';
 import type { Config } from '../config.ts';
 import type { Database } from '../db/index.ts';
 import type { Logger } from '../logger.ts';
@@ -17,7 +16,7 @@ import { type Applause, createApplause } from './applause.ts';
 import { type Autoupdate, createAutoupdate } from './autoupdate.ts';
 import { type ChangeLog, createChangeLog } from './change-log.ts';
 import { type Chat, createChat } from './chat.ts';
-import { type ConnectionRegistry, createConnectionRegistry } from './connections.ts';
+import type { ConnectionRegistry } from './connections.ts';
 import { createDropUser, type DropUser, INSTANCES_SET } from './drop-user.ts';
 import { createLimits, type Limits } from './limits.ts';
 import { createMeetings, type Meetings } from './meetings.ts';
@@ -31,7 +30,6 @@ import { createWsTokens, type WsTokens } from './ws-tokens.ts';
 export interface Services {
   /** Unique per process. */
   instanceId: string;
-  connections: ConnectionRegistry;
   membership: Membership;
   notify: Notify;
   /** OpenSlides meetings: applause switch and member lists (Postgres). */
@@ -68,6 +66,8 @@ export interface ServiceDeps {
   redis: RedisClients | null;
   logger: Logger;
   metrics: Metrics;
+  /** This instance's open connections (the connection core), for dropUser. */
+  connections: ConnectionRegistry;
 }
 
 export function createServices({
@@ -77,6 +77,7 @@ export function createServices({
   redis,
   logger,
   metrics,
+  connections,
 }: ServiceDeps): Services {
   const instanceId = randomUUID();
   const limits = createLimits({
@@ -131,17 +132,6 @@ export function createServices({
     logger,
     rateLimit: limits.rate('createWsToken'),
   });
-  // Every open connection with a user feeds chat presence (first/last connection per group).
-  const connections = createConnectionRegistry({
-    track: chat.track,
-    onTrackError: (error) => logger.warn({ err: error }, 'chat presence tracking failed'),
-    maxConnections: config.MAX_CONNECTIONS,
-    maxPerUser: config.MAX_CONNECTIONS_PER_USER,
-    onLimit: (limit, viewer) => limits.report(limit, { user: viewer?.userId ?? null }),
-    onClosed: ({ closeCode, transport }) => {
-      if (closeCode === CloseCode.SlowConsumer) metrics.slowConsumers.inc({ transport });
-    },
-  });
   const meetings = createMeetings({ db });
   const applause = createApplause({
     store: createApplauseStore({
@@ -185,7 +175,6 @@ export function createServices({
   });
   return {
     instanceId,
-    connections,
     membership,
     notify: createNotify({
       pubsub,

@@ -1,6 +1,5 @@
 import { randomInt } from 'node:crypto';
 import type { Viewer } from '../auth/index.ts';
-import { CloseCode } from '../close-codes.ts';
 import { badInput, unauthenticated } from '../errors.ts';
 import {
   type Membership,
@@ -9,7 +8,7 @@ import {
   type Subscription,
   topic,
 } from '../pubsub/index.ts';
-import type { Connection } from './connections.ts';
+import type { Binding } from './connections.ts';
 import type { LimitReporter, RateLimit } from './limits.ts';
 import { type Meetings, meetingPresenceSet } from './meetings.ts';
 
@@ -87,7 +86,7 @@ export function createNotify(options: NotifyOptions) {
     async subscribe(
       viewer: Viewer | null,
       meetingId: string | null,
-      connection: Connection,
+      connection: Binding,
     ): Promise<Subscription<NotifyEvent>> {
       if (!viewer) throw unauthenticated('Anonymous users cannot receive notify messages');
       if (meetingId !== null) await options.meetings.enter(viewer, meetingId);
@@ -97,7 +96,7 @@ export function createNotify(options: NotifyOptions) {
       const subscription = options.pubsub.subscribe<'notify', NotifyEvent>(notifyTopic, {
         capacity: options.subscriptionBuffer,
         signal: connection.signal,
-        onOverflow: () => connection.close(CloseCode.SlowConsumer, 'slow consumer'),
+        onOverflow: () => connection.overflow(),
         initial: [{ channelId }],
         filter: (m) =>
           m.toAll ||

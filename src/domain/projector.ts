@@ -1,11 +1,10 @@
 import type { Viewer } from '../auth/index.ts';
-import { CloseCode } from '../close-codes.ts';
 import { type Database, Prisma } from '../db/index.ts';
 import { badInput, unauthenticated } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { Subscription } from '../pubsub/index.ts';
 import { asVisibleTo, type ChangeLog, type FeedBatch } from './change-log.ts';
-import type { Connection } from './connections.ts';
+import type { Binding } from './connections.ts';
 
 /** One projector stream event: the rendered projectors that are new or changed. */
 export interface ProjectorUpdate {
@@ -245,7 +244,7 @@ export function createProjector(options: ProjectorOptions) {
     async subscribe(
       viewer: Viewer | null,
       requested: readonly string[],
-      connection: Connection,
+      connection: Binding,
     ): Promise<Subscription<ProjectorUpdate>> {
       if (!viewer) throw unauthenticated('Anonymous users cannot watch projectors');
       const ids = [...new Set(requested.map(String))];
@@ -258,7 +257,7 @@ export function createProjector(options: ProjectorOptions) {
       const subscription = new Subscription<ProjectorUpdate>({
         capacity: options.subscriptionBuffer,
         signal: connection.signal,
-        onOverflow: () => connection.close(CloseCode.SlowConsumer, 'slow consumer'),
+        onOverflow: () => connection.overflow(),
       });
       const watcher: Watcher = { viewer, subscription, sent: new Map() };
       await enqueue(async () => {

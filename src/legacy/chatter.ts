@@ -1,17 +1,17 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { type WebSocket, WebSocketServer } from 'ws';
+import type { WebSocket } from 'ws';
 import type { Viewer } from '../auth/index.ts';
 import { CloseCode } from '../close-codes.ts';
 import { type ChatEvent, type ChatMessage, isConnectionState } from '../domain/chat.ts';
 import type { UserAdmin } from '../domain/users.ts';
 import { ErrorCode, isAppError, rateLimitStatus } from '../errors.ts';
-import { createConnection } from '../transport/connection.ts';
+import type { Connection } from '../net/connection.ts';
+import { WebSocketWire } from '../net/wires.ts';
 import { refuseUpgrade } from '../transport/http.ts';
 import {
   BodyTooLarge,
   parseJson,
   readBody,
-  registerConnection,
   requestUrl,
   respond,
   viewerOf as tokenViewerOf,
@@ -72,8 +72,7 @@ const optionalString = (value: unknown) =>
  * envelope and status codes, on top of the chat, users and ws-token capabilities.
  */
 export function createChatterRoute(deps: LegacyDeps): LegacyRoute {
-  const { config, services, auth, logger } = deps;
-  const wss = new WebSocketServer({ noServer: true, maxPayload: config.MAX_BODY_BYTES });
+  const { config, services, auth, logger, core } = deps;
 
   /** The caller of a JWT-protected endpoint: `Authorization: Bearer <jwt>`, a bare JWT, `?token=`. */
   async function viewerOf(req: IncomingMessage): Promise<Viewer | null> {
@@ -208,25 +207,19 @@ export function createChatterRoute(deps: LegacyDeps): LegacyRoute {
 
   /** Serves one chatter socket: chat and presence frames out, chat frames in. */
   function serveSocket(socket: WebSocket, viewer: Viewer) {
-    const connection = createConnection('legacy-ws', viewer, (code, reason) =>
-      socket.close(code, reason),
-    );
+    let connection: Connection;
     try {
-      registerConnection(services, connection);
+      connection = core.open(
+        'legacy-ws',
+        viewer,
+        new WebSocketWire(socket, config.WS_KEEPALIVE_MS),
+      );
     } catch (error) {
       // A connection limit passed since the upgrade was admitted.
       if (rateLimitStatus(error) === null) throw error;
       return socket.close(CloseCode.TooManyConnections, 'too many connections');
     }
-
-    const write = (frame: unknown) => {
-      if (socket.readyState !== socket.OPEN) return;
-      if (socket.bufferedAmount > config.WS_MAX_BUFFERED_BYTES) {
-        logger.warn({ user: viewer.userId }, 'slow chatter consumer closed');
-        return connection.close(CloseCode.SlowConsumer, 'slow consumer');
-      }
-      socket.send(JSON.stringify(frame));
-    };
+    const write = (frame: unknown) => connection.send(JSON.stringify(frame));
 
     const subscribed = services.chat.subscribe(viewer, null, connection);
     void (async () => {
@@ -271,25 +264,11 @@ export function createChatterRoute(deps: LegacyDeps): LegacyRoute {
         }
       });
     });
-
-    let alive = true;
-    socket.on('pong', () => {
-      alive = true;
-    });
-    const pinger = setInterval(() => {
-      if (!alive) return socket.terminate();
-      alive = false;
-      socket.ping();
-    }, config.WS_KEEPALIVE_MS);
-    pinger.unref();
     socket.on('error', (error) => {
       logger.debug({ err: error }, 'chatter socket error');
       socket.terminate();
     });
-    socket.once('close', () => {
-      clearInterval(pinger);
-      connection.close(CloseCode.Normal, 'closed');
-    });
+    socket.once('close', () => connection.gone());
   }
 
   return {
@@ -336,11 +315,11 @@ export function createChatterRoute(deps: LegacyDeps): LegacyRoute {
         (viewer) => {
           if (!viewer) return refuseUpgrade(socket, 403, 'Forbidden');
           try {
-            services.connections.admit(viewer);
+            core.admit(viewer);
           } catch (error) {
             return refuseUpgrade(socket, rateLimitStatus(error) ?? 500, 'Too Many Connections');
           }
-          wss.handleUpgrade(req, socket, head, (ws) => serveSocket(ws, viewer));
+          deps.websockets.accept(req, socket, head, (ws) => serveSocket(ws, viewer));
         },
         (error: unknown) => {
           logger.error({ err: error }, 'chatter ws authentication failed');

@@ -2,8 +2,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Viewer } from '../auth/index.ts';
 import { CloseCode } from '../close-codes.ts';
 import { isAppError, rateLimitStatus } from '../errors.ts';
-import { createConnection } from '../transport/connection.ts';
-import { readJson, registerConnection, viewerOf, writeText } from './http.ts';
+import type { Connection } from '../net/connection.ts';
+import { ResponseWire } from '../net/wires.ts';
+import { readJson, viewerOf, writeText } from './http.ts';
 import type { LegacyDeps } from './index.ts';
 import type { LegacyRoute } from './route.ts';
 
@@ -69,25 +70,7 @@ function segments(path: string): string[] | null {
  *   `Bad Request`. Pings sooner than PING_MIN_INTERVAL_MS are ignored with 200.
  */
 export function createHeartbeatRoute(deps: LegacyDeps): LegacyRoute {
-  const { config, services, auth, logger } = deps;
-  const streams = new Set<ServerResponse>();
-  let keepAlive: NodeJS.Timeout | null = null;
-
-  // One timer per instance writes the keep-alive comment to every open stream.
-  const track = (res: ServerResponse) => {
-    streams.add(res);
-    keepAlive ??= setInterval(() => {
-      for (const stream of streams) if (!stream.writableEnded) stream.write(':\n\n');
-    }, config.HEARTBEAT_KEEPALIVE_S * 1000);
-    keepAlive.unref();
-  };
-  const untrack = (res: ServerResponse) => {
-    streams.delete(res);
-    if (streams.size === 0 && keepAlive) {
-      clearInterval(keepAlive);
-      keepAlive = null;
-    }
-  };
+  const { config, services, auth, core } = deps;
 
   async function identify(req: IncomingMessage): Promise<Viewer> {
     const claim = req.headers[USER_CLAIM_HEADER];
@@ -129,29 +112,34 @@ export function createHeartbeatRoute(deps: LegacyDeps): LegacyRoute {
     } catch {
       return writeText(res, 401, 'Unauthorized');
     }
-    const connection = createConnection('legacy-stream', viewer, () => {
-      // Before the stream's headers, a refusal answers instead (400 below).
-      if (res.headersSent && !res.writableEnded) res.end();
-    });
-    res.once('close', () => connection.close(CloseCode.Normal, 'client gone'));
+    // The connection's keep-alive is the `:` comment every HEARTBEAT_KEEPALIVE_S.
+    const wire = new ResponseWire(config.HEARTBEAT_KEEPALIVE_S * 1000, ':\n\n');
+    let connection: Connection;
     let pings: Awaited<ReturnType<typeof services.presence.subscribe>>;
     try {
       // Refused here, while a status can still be sent (MAX_CONNECTIONS(_PER_USER)).
-      services.connections.admit(viewer);
+      connection = core.open('legacy-stream', viewer, wire);
+    } catch (error) {
+      const limited = rateLimitStatus(error);
+      if (limited !== null) return writeText(res, limited, 'Too Many Requests');
+      // Anonymous followers where ANONYMOUS_CONNECTIONS is 0.
+      if (isAppError(error)) return writeText(res, 401, 'Unauthorized');
+      throw error;
+    }
+    res.once('close', () => connection.gone());
+    try {
       pings = await services.presence.subscribe(viewer, userId, {
         signal: connection.signal,
-        onOverflow: () => connection.close(CloseCode.SlowConsumer, 'slow consumer'),
+        onOverflow: () => connection.overflow(),
         // The old wire format has no "online": only real pings are sent.
         timeouts: false,
       });
     } catch (error) {
       connection.close(CloseCode.Normal, 'refused');
-      const limited = rateLimitStatus(error);
-      if (limited !== null) return writeText(res, limited, 'Too Many Requests');
       if (isAppError(error)) return writeText(res, 400, 'Bad Request');
       throw error;
     }
-    if (connection.signal.aborted) return;
+    if (connection.closed) return;
     const headers: Record<string, string> = {
       'content-type': 'text/event-stream',
       'cache-control': 'no-cache',
@@ -161,21 +149,13 @@ export function createHeartbeatRoute(deps: LegacyDeps): LegacyRoute {
     if (req.httpVersionMajor < 2) headers['connection'] = 'keep-alive';
     res.writeHead(200, headers);
     res.flushHeaders();
-    registerConnection(services, connection);
-    track(res);
+    wire.open(res);
     try {
       for await (const p of pings) {
-        if (res.writableEnded || res.destroyed) break;
         const time = Math.floor(p.time.getTime() / 1000);
-        res.write(`data: ${JSON.stringify({ time, status: p.statusCode })}\n\n`);
-        if (res.writableLength > config.WS_MAX_BUFFERED_BYTES) {
-          logger.warn({ user: viewer?.userId }, 'slow heartbeat consumer closed');
-          connection.close(CloseCode.SlowConsumer, 'slow consumer');
-          break;
-        }
+        connection.send(`data: ${JSON.stringify({ time, status: p.statusCode })}\n\n`);
       }
     } finally {
-      untrack(res);
       connection.close(CloseCode.Normal, 'stream ended');
     }
   }

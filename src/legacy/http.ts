@@ -1,10 +1,9 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Authenticator, Viewer } from '../auth/index.ts';
 import { CloseCode } from '../close-codes.ts';
-import type { Connection } from '../domain/connections.ts';
-import type { Services } from '../domain/index.ts';
 import { badInput, unauthenticated } from '../errors.ts';
-import { closeOnExpiry, createConnection } from '../transport/connection.ts';
+import type { Connection } from '../net/connection.ts';
+import { ResponseWire } from '../net/wires.ts';
 import { BodyTooLarge, readBody as readTransportBody } from '../transport/http.ts';
 import { containsNul } from '../transport/input.ts';
 import type { LegacyDeps } from './index.ts';
@@ -111,15 +110,6 @@ export const writeText = (res: ServerResponse, status: number, text: string): vo
   respond(res, status, { 'content-type': 'text/plain; charset=utf-8' }, text);
 
 /**
- * Registers a legacy connection with this instance (so dropUser, presence and shutdown see it)
- * and closes it with TokenExpired when the viewer's token expires.
- */
-export function registerConnection(services: Services, connection: Connection): void {
-  services.connections.add(connection);
-  closeOnExpiry(connection, () => connection.close(CloseCode.TokenExpired, 'token expired'));
-}
-
-/**
  * A JSON-lines response tied to a legacy Connection: registered (so dropUser and shutdown end it),
  * closed at token expiry, ended when the client goes away. Nothing is sent before `start`, so a
  * refusal can still answer with a status code.
@@ -129,35 +119,34 @@ export interface JsonLinesStream {
   /** Sends status 200 and the headers at once. */
   start(): void;
   /**
-   * Writes one line, flushed at once: a string as it is (already JSON), anything else through
-   * JSON.stringify. Ends the stream as a slow consumer when unsent bytes pass WS_MAX_BUFFERED_BYTES.
+   * Writes one line: a string as it is (already JSON), anything else through JSON.stringify.
+   * Ends the stream as a slow consumer when unsent bytes pass WS_MAX_BUFFERED_BYTES.
    */
   write(line: unknown): void;
   /** Writes each event of `events` as a line until either ends; then ends the stream. */
   pump<T>(events: AsyncIterable<T>, format: (event: T) => unknown): Promise<void>;
 }
 
-/** Opens a JSON-lines stream for `res` (see JsonLinesStream). */
+/**
+ * Opens a JSON-lines stream for `res` (see JsonLinesStream) as a connection of the core; throws
+ * RateLimitedError, answering nothing, when a connection limit refuses it.
+ */
 export function openJsonLines(
   deps: LegacyDeps,
   res: ServerResponse,
   viewer: Viewer | null,
   contentType: string,
 ): JsonLinesStream {
-  // Before `start` the handler still answers (a refusal gets its status); afterwards closing the
-  // connection ends the response.
-  const connection = createConnection('legacy-stream', viewer, () => {
-    if (res.headersSent) res.end();
-  });
+  // JSON lines carry nothing unasked: no keep-alive (as the originals).
+  const wire = new ResponseWire();
+  const connection = deps.core.open('legacy-stream', viewer, wire);
   // The response (not the request) closes when the client goes away, or after it ended.
-  res.once('close', () => connection.close(CloseCode.Normal, 'client gone'));
-  registerConnection(deps.services, connection);
-  const limit = deps.config.WS_MAX_BUFFERED_BYTES;
+  res.once('close', () => connection.gone());
   const stream: JsonLinesStream = {
     connection,
     start() {
       if (res.headersSent) return;
-      if (connection.signal.aborted) return void res.end();
+      if (connection.closed) return void res.end();
       res.writeHead(200, {
         'content-type': contentType,
         'cache-control': 'no-cache',
@@ -166,14 +155,10 @@ export function openJsonLines(
       });
       res.flushHeaders();
       res.socket?.setNoDelay(true);
+      wire.open(res);
     },
     write(line) {
-      if (connection.signal.aborted) return;
-      if (res.writableLength > limit) {
-        connection.close(CloseCode.SlowConsumer, 'slow consumer');
-        return;
-      }
-      res.write(typeof line === 'string' ? `${line}\n` : `${JSON.stringify(line)}\n`);
+      connection.send(typeof line === 'string' ? `${line}\n` : `${JSON.stringify(line)}\n`);
     },
     async pump(events, format) {
       try {

@@ -3,6 +3,8 @@ import type { Config } from '../config.ts';
 import type { Services } from '../domain/index.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
+import type { ConnectionCore } from '../net/core.ts';
+import type { WebSocketAcceptor } from '../net/websocket.ts';
 import { createChatterRoute } from './chatter.ts';
 import { createHeartbeatRoute } from './heartbeat.ts';
 import { createIccRoute } from './icc.ts';
@@ -13,10 +15,16 @@ import type { LegacyRoute } from './route.ts';
 
 export { type LegacyRoute, matchRoute } from './route.ts';
 
-/** What every shim may use: the same services the GraphQL resolvers call. */
+/**
+ * What every shim may use: the same services the GraphQL resolvers call, and the connection
+ * core that holds every client connection (shims never write to a socket themselves).
+ */
 export interface LegacyDeps {
   config: Config;
   services: Services;
+  core: ConnectionCore;
+  /** Completes WebSocket handshakes for the shims' sockets. */
+  websockets: WebSocketAcceptor;
   auth: Authenticator;
   logger: Logger;
   metrics: Metrics;

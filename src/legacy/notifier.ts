@@ -1,20 +1,25 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { type WebSocket, WebSocketServer } from 'ws';
+import type { WebSocket } from 'ws';
 import type { Viewer } from '../auth/index.ts';
 import { CloseCode } from '../close-codes.ts';
 import type { AutoupdateBatch } from '../domain/autoupdate.ts';
 import type { PushedEvent } from '../domain/change-log.ts';
 import { badInput, forbidden, isAppError, rateLimitStatus, unauthenticated } from '../errors.ts';
-import { createConnection } from '../transport/connection.ts';
+import type { Connection } from '../net/connection.ts';
+import { type CloseFrame, WebSocketWire } from '../net/wires.ts';
 import { refuseUpgrade } from '../transport/http.ts';
-import { readJson, registerConnection, viewerOf, writeText } from './http.ts';
+import { readJson, viewerOf, writeText } from './http.ts';
 import type { LegacyDeps } from './index.ts';
 import type { LegacyRoute } from './route.ts';
 
 /** The membership set of access ids with an open notifier socket (GET clients). */
 const CLIENTS_SET = 'notifier:clients';
 const WRONG_ANNOUNCEMENT = 'Wrong JSON announcement';
+
+/** A dropped notifier client gets what the original sent: a normal close, "close". */
+const notifierClose: CloseFrame = (code, reason) =>
+  reason === 'dropped' ? [CloseCode.Normal, 'close'] : [code, reason];
 
 /** Who a connector is when it authenticates with NOTIFIER_SECRET instead of a token. */
 const SECRET_CONNECTOR: Viewer = {
@@ -79,22 +84,7 @@ const eventFrame = (batch: AutoupdateBatch) =>
  * NOTIFIER_SECRET, and subscribing needs a token for that access id (or NOTIFIER_OPEN=true).
  */
 export function createNotifierRoute(deps: LegacyDeps): LegacyRoute {
-  const { config, services, auth, logger } = deps;
-  const wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
-  const alive = new WeakSet<WebSocket>();
-
-  // One keep-alive timer for every notifier socket of this instance.
-  const pinger = setInterval(() => {
-    for (const socket of wss.clients) {
-      if (!alive.has(socket)) {
-        socket.terminate();
-        continue;
-      }
-      alive.delete(socket);
-      socket.ping();
-    }
-  }, config.WS_KEEPALIVE_MS);
-  pinger.unref();
+  const { config, services, auth, logger, core } = deps;
 
   /** The connector behind an HTTP request: a service token or the shared secret. */
   async function connector(req: IncomingMessage): Promise<Viewer> {
@@ -115,20 +105,19 @@ export function createNotifierRoute(deps: LegacyDeps): LegacyRoute {
     if (type !== 'application/json') throw new UnsupportedMediaType();
   }
 
-  async function subscribe(socket: WebSocket, viewer: Viewer | null, data: string): Promise<void> {
+  /** Answers the announcement: subscribes the connection to its access id's events. */
+  async function subscribe(connection: Connection, data: string): Promise<void> {
     const announcement = parseAnnouncement(data);
     if (!announcement) {
-      socket.send(WRONG_ANNOUNCEMENT);
-      socket.close(CloseCode.Normal, 'close');
+      connection.send(WRONG_ANNOUNCEMENT);
+      connection.close(CloseCode.Normal, 'close');
       return;
     }
     const { accessId, timestamp } = announcement;
+    const { viewer } = connection;
     const allowed =
       config.NOTIFIER_OPEN || (viewer !== null && (viewer.isService || viewer.userId === accessId));
-    if (!allowed) {
-      socket.close(CloseCode.Forbidden, 'forbidden');
-      return;
-    }
+    if (!allowed) return connection.close(CloseCode.Forbidden, 'forbidden');
     // The socket belongs to the access id: dropUser(accessId) and drop_user find it.
     const identity: Viewer = {
       userId: accessId,
@@ -136,56 +125,53 @@ export function createNotifierRoute(deps: LegacyDeps): LegacyRoute {
       isService: false,
       expiresAt: viewer?.expiresAt ?? null,
     };
-    const connection = createConnection('legacy-ws', identity, (code, reason) => {
-      // A dropped notifier client gets what the original sent: a normal close, "close".
-      if (reason === 'dropped') socket.close(CloseCode.Normal, 'close');
-      else socket.close(code, reason);
-    });
-    socket.once('close', () => connection.controller.abort());
-    if (socket.readyState !== socket.OPEN) return;
+    core.identify(connection, identity);
+    if (connection.closed) return;
     connection.signal.addEventListener('abort', services.membership.join(CLIENTS_SET, accessId), {
       once: true,
     });
-    // After the listener above: an expired token closes the connection at once.
-    registerConnection(services, connection);
     const batches = await services.autoupdate.subscribe(
       identity,
       { changeId: 0, since: timestamp, data: false },
       connection,
     );
     for await (const batch of batches) {
-      if (batch.events.length === 0) continue;
-      if (socket.readyState !== socket.OPEN) break;
-      if (socket.bufferedAmount > config.WS_MAX_BUFFERED_BYTES) {
-        connection.close(CloseCode.SlowConsumer, 'slow consumer');
-        break;
-      }
-      socket.send(eventFrame(batch));
+      if (batch.events.length > 0) connection.send(eventFrame(batch));
     }
   }
 
+  /** A notifier socket: a connection of the token's viewer until its announcement names one. */
   function onSocket(socket: WebSocket, viewer: Viewer | null): void {
-    alive.add(socket);
-    socket.on('pong', () => alive.add(socket));
+    let connection: Connection;
+    try {
+      connection = core.open(
+        'legacy-ws',
+        viewer,
+        new WebSocketWire(socket, config.WS_KEEPALIVE_MS, notifierClose),
+      );
+    } catch (error) {
+      if (rateLimitStatus(error) === null) throw error;
+      socket.close(CloseCode.TooManyConnections, 'too many connections');
+      return;
+    }
     socket.on('error', (error) => {
       logger.debug({ err: error }, 'notifier socket error');
       socket.terminate();
     });
     const timer = setTimeout(
-      () => socket.close(CloseCode.Normal, 'no announcement'),
+      () => connection.close(CloseCode.Normal, 'no announcement'),
       config.NOTIFIER_ANNOUNCE_TIMEOUT_MS,
     );
-    socket.once('close', () => clearTimeout(timer));
+    socket.once('close', () => {
+      clearTimeout(timer);
+      connection.gone();
+    });
     // The first frame is the announcement; later frames mean nothing (as in the original).
     socket.once('message', (data, isBinary) => {
       clearTimeout(timer);
-      const text = isBinary ? '' : String(data);
-      subscribe(socket, viewer, text).catch((error: unknown) => {
-        if (rateLimitStatus(error) !== null) {
-          return socket.close(CloseCode.TooManyConnections, 'too many connections');
-        }
+      subscribe(connection, isBinary ? '' : String(data)).catch((error: unknown) => {
         if (!isAppError(error)) logger.error({ err: error }, 'notifier subscription failed');
-        socket.close(CloseCode.InternalError, 'Internal server error');
+        connection.close(CloseCode.InternalError, 'Internal server error');
       });
     });
   }
@@ -249,7 +235,14 @@ export function createNotifierRoute(deps: LegacyDeps): LegacyRoute {
       viewerOf(auth, req)
         .then((viewer) => {
           if (!viewer && !config.NOTIFIER_OPEN) return refuseUpgrade(socket, 401, 'Unauthorized');
-          wss.handleUpgrade(req, socket, head, (ws) => onSocket(ws, viewer));
+          try {
+            core.admit(viewer);
+          } catch (error) {
+            const status = rateLimitStatus(error);
+            if (status !== null) return refuseUpgrade(socket, status, 'Too Many Connections');
+            return refuseUpgrade(socket, isAppError(error) ? 401 : 500, 'Unauthorized');
+          }
+          deps.websockets.accept(req, socket, head, (ws) => onSocket(ws, viewer));
         })
         .catch(() => refuseUpgrade(socket, 401, 'Unauthorized'));
     },

@@ -1,6 +1,6 @@
 import type { Viewer } from '../auth/index.ts';
 import type { Database } from '../db/index.ts';
-import type { Connection } from '../domain/connections.ts';
+import type { Binding, Transport } from '../domain/connections.ts';
 import type { Services } from '../domain/index.ts';
 import type { PubSub } from '../pubsub/index.ts';
 
@@ -9,7 +9,7 @@ export interface Context {
   /** The caller, or null when anonymous. */
   viewer: Viewer | null;
   /** The connection the operation runs on; subscriptions end when it closes. */
-  connection: Connection;
+  connection: Binding;
   /** Domain capabilities; resolvers delegate to these. */
   services: Services;
   db: Database;
@@ -19,7 +19,7 @@ export interface Context {
 }
 
 export interface RequestInfo {
-  transport: Connection['transport'];
+  transport: Transport;
   ip: string | null;
   userAgent: string | null;
 }

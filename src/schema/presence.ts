@@ -1,4 +1,3 @@
-import { CloseCode } from '../close-codes.ts';
 import { type PresencePing, STATUS_CODES } from '../domain/presence.ts';
 import { builder, requireViewer } from './builder.ts';
 
@@ -55,7 +54,7 @@ builder.subscriptionField('presence', (t) =>
     subscribe: (_root, { userId }, ctx) =>
       ctx.services.presence.subscribe(requireViewer(ctx), String(userId), {
         signal: ctx.connection.signal,
-        onOverflow: () => ctx.connection.close(CloseCode.SlowConsumer, 'slow consumer'),
+        onOverflow: () => ctx.connection.overflow(),
       }),
     resolve: (ping) => ping,
   }),

@@ -3,12 +3,11 @@ import { GraphQLError } from 'graphql';
 import type { YogaInitialContext } from 'graphql-yoga';
 import type { Authenticator, Viewer } from '../auth/index.ts';
 import type { Database } from '../db/index.ts';
-import type { Connection } from '../domain/connections.ts';
+import type { Binding } from '../domain/connections.ts';
 import type { Services } from '../domain/index.ts';
 import { isAppError } from '../errors.ts';
 import type { PubSub } from '../pubsub/index.ts';
 import type { Context, RequestInfo } from '../schema/context.ts';
-import { createConnection } from './connection.ts';
 
 /**
  * What a transport hands to yoga's context factory. graphql-ws and SSE authenticate when the
@@ -16,7 +15,7 @@ import { createConnection } from './connection.ts';
  */
 export interface TransportContext {
   viewer?: Viewer | null;
-  connection?: Connection;
+  connection?: Binding;
   requestInfo?: RequestInfo;
   /** The Node request, set by the Node HTTP adapter. */
   req?: IncomingMessage;
@@ -64,10 +63,12 @@ export function createContextFactory(deps: ContextDeps) {
         throw authError(error);
       }
     }
-    const connection =
-      initial.connection ??
-      // A plain HTTP request: its "connection" lives as long as the request.
-      createConnection('http', viewer, () => {});
+    // A plain HTTP request: its "connection" lives as long as the request.
+    const connection = initial.connection ?? {
+      viewer,
+      signal: initial.request.signal,
+      overflow: () => {},
+    };
     return {
       viewer,
       connection,

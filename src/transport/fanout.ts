@@ -10,49 +10,19 @@ import {
 import type { Metrics } from '../metrics.ts';
 import { publishTimeOf, Subscription } from '../pubsub/index.ts';
 
-/** Writes one serialized result (the JSON of an ExecutionResult) to the subscriber's wire. */
-export type Emit = (resultJson: string) => void;
-
 /**
- * A running fan-out subscription as the protocol layers (graphql-ws, graphql-sse) see it: an
- * async iterable that yields nothing and completes when the subscription ends, so the protocol
- * still sends `complete` and still ends the subscription on the client's `complete` or
- * disconnect. Results are written by `Emit`, never through the iterator.
+ * Where the results of one operation go: a protocol's frames for that operation (graphql-ws
+ * `next`/`complete`, SSE `next`/`complete` events), written to the connection's bounded wire.
  */
-export class FanoutStream implements AsyncIterableIterator<never> {
-  readonly #source: Subscription<unknown>;
-  readonly #start: () => void;
-  #started = false;
-
-  constructor(source: Subscription<unknown>, start: () => void) {
-    this.#source = source;
-    this.#start = start;
-  }
-
-  /** Starts delivery (at the protocol's first pull, once it has registered the operation). */
-  next(): Promise<IteratorResult<never>> {
-    if (!this.#started) {
-      this.#started = true;
-      this.#start();
-    }
-    return new Promise((resolve) =>
-      this.#source.onEnd(() => resolve({ value: undefined, done: true })),
-    );
-  }
-
-  return(): Promise<IteratorResult<never>> {
-    this.#source.end();
-    return Promise.resolve({ value: undefined, done: true });
-  }
-
-  throw(): Promise<IteratorResult<never>> {
-    return this.return();
-  }
-
-  [Symbol.asyncIterator](): this {
-    return this;
-  }
+export interface OperationSink {
+  /** One result, already serialized (the JSON of an ExecutionResult). */
+  next(resultJson: string): void;
+  /** The operation ended on the server's side: its source ended or the connection closed. */
+  complete(): void;
 }
+
+/** Stops a running fan-out subscription (the client completed it); `complete` is not called. */
+export type StopOperation = () => void;
 
 /** What a fan-out subscribe needs besides the execution arguments. */
 export interface FanoutRequest {
@@ -97,17 +67,18 @@ export function createFanout(metrics: Metrics) {
     },
 
     /**
-     * Starts a subscription operation. Returns the refusal (an ExecutionResult with errors)
-     * when the subscribe resolver throws, or a FanoutStream that writes through `emit`.
+     * Starts a subscription operation and delivers at once: its first events may reach `sink`
+     * before this resolves. Resolves the refusal (an ExecutionResult with errors) when the
+     * subscribe resolver throws, or the function that stops the subscription.
      */
     async subscribe(
       request: FanoutRequest,
-      emitResult: Emit,
-    ): Promise<ExecutionResult | FanoutStream> {
+      sink: OperationSink,
+    ): Promise<ExecutionResult | StopOperation> {
       const { args } = request;
-      const emit: Emit = (json) => {
+      const emit = (json: string) => {
         metrics.tally.deliveries += 1;
-        emitResult(json);
+        sink.next(json);
       };
       const masked = (result: ExecutionResult): ExecutionResult =>
         result.errors
@@ -127,7 +98,11 @@ export function createFanout(metrics: Metrics) {
       const { schema, document, variableValues, operationName } = args;
       const field = rootFieldOf(args);
       metrics.subscriptions.inc({ field });
-      subscription.onEnd(() => metrics.subscriptions.dec({ field }));
+      let stopped = false;
+      subscription.onEnd(() => {
+        metrics.subscriptions.dec({ field });
+        if (!stopped) sink.complete();
+      });
 
       const run = (event: unknown): string | Promise<string> => {
         executions += 1;
@@ -181,7 +156,11 @@ export function createFanout(metrics: Metrics) {
           });
         tail = next;
       };
-      return new FanoutStream(subscription, () => subscription.drain(deliver));
+      subscription.drain(deliver);
+      return () => {
+        stopped = true;
+        subscription.end();
+      };
     },
   };
 }

@@ -1,35 +1,34 @@
 import type { IncomingMessage } from 'node:http';
-import type { Duplex } from 'node:stream';
-import { type ExecutionArgs, GraphQLError, getOperationAST } from 'graphql';
-import { handleProtocols, makeServer } from 'graphql-ws';
-import { type WebSocket, WebSocketServer } from 'ws';
-import type { Authenticator } from '../auth/index.ts';
+import { GraphQLError } from 'graphql';
+import {
+  GRAPHQL_TRANSPORT_WS_PROTOCOL,
+  MessageType,
+  parseMessage,
+  type SubscribeMessage,
+  CloseCode as WsCloseCode,
+} from 'graphql-ws';
+import type { RawData, WebSocket } from 'ws';
+import type { Authenticator, Viewer } from '../auth/index.ts';
 import { CloseCode } from '../close-codes.ts';
-import type { Connection, ConnectionRegistry } from '../domain/connections.ts';
+import { isAppError, RateLimitedError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
+import type { Connection } from '../net/connection.ts';
+import type { ConnectionCore } from '../net/core.ts';
+import { WebSocketWire } from '../net/wires.ts';
 import type { RequestInfo } from '../schema/context.ts';
-import { closeOnExpiry, createConnection } from './connection.ts';
 import { requestInfo } from './context.ts';
-import type { Fanout } from './fanout.ts';
-import { nulError } from './input.ts';
-import type { Yoga } from './yoga.ts';
+import type { OperationSink, StopOperation } from './fanout.ts';
+import { isRefused, type OperationRunner } from './operation.ts';
 
 export interface GraphQLWsOptions {
-  yoga: Yoga;
-  /** Subscriptions run through it: one execution per event per operation, bytes to every socket. */
-  fanout: Fanout;
-  maskError: (error: unknown, message: string) => Error;
+  operations: OperationRunner;
   auth: Authenticator;
-  connections: ConnectionRegistry;
+  core: ConnectionCore;
   logger: Logger;
   /** Ping interval; a peer without a pong by the next ping is terminated. */
   keepAliveMs: number;
   /** Time to send connection_init before the socket is closed with 4408. */
   initTimeoutMs: number;
-  /** Unsent bytes tolerated before the socket is closed as a slow consumer (4499). */
-  maxBufferedBytes: number;
-  /** Largest accepted inbound frame. */
-  maxPayloadBytes: number;
   /** Operations running at once on one socket (MAX_SUBSCRIPTIONS_PER_CONNECTION). */
   maxSubscriptions: number;
   /** Told about each refused operation (logs and metrics). */
@@ -42,205 +41,241 @@ export const tooManySubscriptions = (max: number) =>
     extensions: { code: 'RATE_LIMITED' },
   });
 
-interface Extra {
-  socket: WebSocket;
-  /** The upgrade request, until connection_init is handled (then dropped: it is large). */
-  request: IncomingMessage | null;
-  /** What the context keeps of the upgrade request. */
-  info: RequestInfo;
-  connection?: Connection & { controller: AbortController };
+/** Before connection_init, while it is authenticated, and once acknowledged. */
+enum Phase {
+  AwaitingInit = 0,
+  Initialising = 1,
+  Acknowledged = 2,
 }
 
-type RootValue = {
-  execute: (args: ExecutionArgs) => unknown;
-  subscribe: (args: ExecutionArgs) => unknown;
+/**
+ * The state of one socket, one flat record: the handlers are shared by every socket and find
+ * it on the socket. Operations are created on the first subscribe.
+ */
+interface Session {
+  phase: Phase;
+  /** Set once acknowledged: the registered connection the socket's operations run on. */
+  connection: Connection | null;
+  /** Closes the socket when connection_init does not come in time; cleared on init. */
+  initTimer: NodeJS.Timeout | null;
+  /** The upgrade URL, for a `?token=` (dropped once connection_init is handled). */
+  url: string | undefined;
+  info: RequestInfo;
+  /** Running operations by id; null until the first one. A null value is being started. */
+  operations: Map<string, StopOperation | null> | null;
+}
+
+const SESSION = Symbol('graphql-ws session');
+type SessionSocket = WebSocket & { [SESSION]: Session };
+
+const frame = {
+  ack: '{"type":"connection_ack"}',
+  pong: '{"type":"pong"}',
+  complete: (id: string) => `{"id":${JSON.stringify(id)},"type":"complete"}`,
+  error: (id: string, errors: readonly GraphQLError[]) =>
+    JSON.stringify({ id, type: MessageType.Error, payload: errors.map((e) => e.toJSON()) }),
+  pong_with: (payload: unknown) => JSON.stringify({ type: MessageType.Pong, payload }),
 };
 
 /**
- * GraphQL over WebSocket (graphql-transport-ws) on yoga's envelop: the graphql-ws protocol core
- * with our own socket adapter, so that connections are registered (dropUser, presence), tokens
- * expire live (4401), slow consumers are closed (4499) and shutdown sends 1001.
+ * GraphQL over WebSocket (the graphql-transport-ws protocol of graphql-ws) on the connection
+ * core. graphql-ws gives the protocol's definitions (message types, close codes, message
+ * parsing and validation); this server keeps one small record per socket with shared handlers.
+ * Once acknowledged, a socket is a registered connection: its token expires live (4401), slow
+ * consumers are closed (4499), dropUser closes it (4403), shutdown sends 1001.
  */
 export function createGraphQLWsServer(options: GraphQLWsOptions) {
-  const { yoga, fanout, auth, connections, logger } = options;
-  const wss = new WebSocketServer({
-    noServer: true,
-    handleProtocols: (protocols) => handleProtocols(protocols),
-    maxPayload: options.maxPayloadBytes,
-  });
+  const { operations, auth, core, logger } = options;
+  /** Sockets that have not been acknowledged yet (the core knows the others). */
+  const pending = new Set<SessionSocket>();
 
-  const server = makeServer<Record<string, unknown> | undefined, Extra>({
-    connectionInitWaitTimeout: options.initTimeoutMs,
-    async onConnect(ctx) {
-      const { socket, request } = ctx.extra;
-      ctx.extra.request = null;
-      let viewer: Awaited<ReturnType<Authenticator['fromConnectionParams']>>;
-      try {
-        viewer = await auth.fromConnectionParams(ctx.connectionParams, request?.url);
-      } catch (error) {
-        logger.info({ reason: (error as Error).message }, 'graphql-ws connection refused');
-        return false;
-      }
-      const connection = createConnection('graphql-ws', viewer, (code, reason) =>
-        socket.close(code, reason),
+  function onInitTimeout(socket: SessionSocket) {
+    socket[SESSION].initTimer = null;
+    if (socket[SESSION].phase === Phase.AwaitingInit) {
+      socket.close(
+        WsCloseCode.ConnectionInitialisationTimeout,
+        'Connection initialisation timeout',
       );
-      try {
-        connections.add(connection);
-      } catch (error) {
-        // Over MAX_CONNECTIONS(_PER_USER): our own close code, so the client retries later.
-        socket.close(CloseCode.TooManyConnections, (error as Error).message.slice(0, 120));
-        return false;
-      }
-      ctx.extra.connection = connection;
-      closeOnExpiry(connection, () => connection.close(CloseCode.TokenExpired, 'token expired'));
-      return true;
-    },
-    async onSubscribe(ctx, id, payload) {
-      const { connection, info, socket } = ctx.extra;
-      // The new operation is already listed in ctx.subscriptions.
-      if (Object.keys(ctx.subscriptions).length > options.maxSubscriptions) {
-        options.onLimit('subscriptionsPerConnection', connection?.viewer?.userId ?? null);
-        return [tooManySubscriptions(options.maxSubscriptions)];
-      }
-      const nul = nulError(payload);
-      if (nul) return [nul];
-      const enveloped = yoga.getEnveloped({
-        viewer: connection?.viewer ?? null,
-        ...(connection ? { connection } : {}),
-        requestInfo: info,
-        params: payload,
-      } as never);
-      let document: ExecutionArgs['document'];
-      try {
-        document = enveloped.parse(payload.query);
-      } catch (error) {
-        return [error as never];
-      }
-      // graphql-armor's limits throw their GraphQLError from validate rather than return it.
-      let errors: readonly GraphQLError[];
-      try {
-        errors = enveloped.validate(enveloped.schema, document);
-      } catch (error) {
-        if (error instanceof GraphQLError) return [error];
-        throw error;
-      }
-      if (errors.length > 0) return [...errors];
-      const isSubscription =
-        getOperationAST(document, payload.operationName)?.operation === 'subscription';
-      const prefix = `{"id":${JSON.stringify(id)},"type":"next","payload":`;
-      const rootValue: RootValue = {
-        execute: enveloped.execute,
-        subscribe: isSubscription
-          ? (args) => {
-              const stream = fanout.subscribe(
-                {
-                  args: { ...args, rootValue: undefined },
-                  maskError: options.maskError,
-                  query: payload.query,
-                },
-                (json) => {
-                  if (socket.readyState !== socket.OPEN) return;
-                  if (socket.bufferedAmount > options.maxBufferedBytes)
-                    return slowConsumer(ctx.extra);
-                  socket.send(`${prefix}${json}}`);
-                },
-              );
-              // graphql-ws keeps its execution args for the life of the operation; the fan-out
-              // has what it needs, so let the per-request context and envelop closures go.
-              Object.assign(args, { rootValue: undefined, contextValue: undefined });
-              return stream;
-            }
-          : enveloped.subscribe,
-      };
-      return {
-        schema: enveloped.schema,
-        document,
-        operationName: payload.operationName ?? null,
-        variableValues: payload.variables ?? null,
-        contextValue: await enveloped.contextFactory(),
-        rootValue,
-      };
-    },
-    execute: (args) => (args.rootValue as RootValue).execute(args) as never,
-    subscribe: (args) => (args.rootValue as RootValue).subscribe(args) as never,
-  });
-
-  function slowConsumer(extra: Extra) {
-    if (extra.connection?.signal.aborted) return;
-    logger.warn({ user: extra.connection?.viewer?.userId }, 'slow graphql-ws consumer closed');
-    if (extra.connection) extra.connection.close(CloseCode.SlowConsumer, 'slow consumer');
-    else extra.socket.close(CloseCode.SlowConsumer, 'slow consumer');
-  }
-
-  // Keep-alive: one sweep per instance rather than a timer per socket. A socket that has not
-  // answered the previous sweep's ping is terminated.
-  const awaitingPong = new WeakSet<WebSocket>();
-  function heardPong(this: WebSocket) {
-    awaitingPong.delete(this);
-  }
-  const keepAlive = setInterval(() => {
-    for (const client of wss.clients) {
-      if (awaitingPong.has(client)) {
-        client.terminate();
-        continue;
-      }
-      awaitingPong.add(client);
-      client.ping();
     }
-  }, options.keepAliveMs);
-  keepAlive.unref();
+  }
 
-  wss.on('connection', (socket: WebSocket, request: IncomingMessage) => {
-    const extra: Extra = { socket, request, info: requestInfo(request, 'graphql-ws') };
-    const closed = server.opened(
-      {
-        protocol: socket.protocol,
-        // Not awaiting the write callback: the per-socket bound is bufferedAmount, checked here.
-        send: (data) => {
-          if (socket.readyState !== socket.OPEN) return;
-          if (socket.bufferedAmount > options.maxBufferedBytes) return slowConsumer(extra);
-          socket.send(data);
-        },
-        close: (code, reason) => socket.close(code, reason),
-        onMessage: (cb) =>
-          socket.on('message', async (data) => {
-            try {
-              await cb(String(data));
-            } catch (error) {
-              logger.error({ err: error }, 'graphql-ws message handling failed');
-              socket.close(CloseCode.InternalError, 'Internal server error');
-            }
-          }),
-      },
-      extra,
-    );
-
-    socket.on('pong', heardPong);
-    socket.on('error', (error) => {
-      logger.warn({ err: error }, 'graphql-ws socket error');
-      socket.terminate();
-    });
-    socket.once('close', (code, reason) => {
-      extra.connection?.controller.abort();
-      closed(code, String(reason)).catch((error: unknown) =>
-        logger.error({ err: error }, 'graphql-ws close handling failed'),
+  async function init(socket: SessionSocket, session: Session, payload: unknown) {
+    session.phase = Phase.Initialising;
+    if (session.initTimer) clearTimeout(session.initTimer);
+    session.initTimer = null;
+    const url = session.url;
+    session.url = undefined;
+    let viewer: Viewer | null;
+    try {
+      viewer = await auth.fromConnectionParams(payload, url);
+    } catch (error) {
+      logger.info({ reason: (error as Error).message }, 'graphql-ws connection refused');
+      return socket.close(WsCloseCode.Forbidden, 'Forbidden');
+    }
+    if (socket.readyState !== socket.OPEN) return;
+    try {
+      session.connection = core.open(
+        'graphql-ws',
+        viewer,
+        new WebSocketWire(socket, options.keepAliveMs),
       );
-    });
-  });
+    } catch (error) {
+      // Over MAX_CONNECTIONS(_PER_USER): our own close code, so the client retries later.
+      if (error instanceof RateLimitedError) {
+        return socket.close(CloseCode.TooManyConnections, error.message.slice(0, 120));
+      }
+      // No token where anonymous connections are off: as for a bad token.
+      if (isAppError(error)) return socket.close(WsCloseCode.Forbidden, 'Forbidden');
+      throw error;
+    }
+    pending.delete(socket);
+    session.phase = Phase.Acknowledged;
+    session.connection.send(frame.ack);
+  }
+
+  /** The sink of one operation: its frames, on the socket's connection. */
+  function sinkOf(session: Session, connection: Connection, id: string): OperationSink {
+    const prefix = `{"id":${JSON.stringify(id)},"type":"next","payload":`;
+    return {
+      next: (json) => connection.send(`${prefix}${json}}`),
+      complete: () => {
+        // Only while the client still has it: after its own complete, it expects nothing.
+        if (session.operations?.delete(id)) connection.send(frame.complete(id));
+      },
+    };
+  }
+
+  async function subscribe(socket: SessionSocket, session: Session, message: SubscribeMessage) {
+    const { connection } = session;
+    if (session.phase !== Phase.Acknowledged || !connection) {
+      return socket.close(WsCloseCode.Unauthorized, 'Unauthorized');
+    }
+    const { id, payload } = message;
+    session.operations ??= new Map();
+    const running = session.operations;
+    if (running.has(id)) {
+      return socket.close(
+        WsCloseCode.SubscriberAlreadyExists,
+        `Subscriber for ${id} already exists`,
+      );
+    }
+    if (running.size >= options.maxSubscriptions) {
+      options.onLimit('subscriptionsPerConnection', connection.viewer?.userId ?? null);
+      return connection.send(frame.error(id, [tooManySubscriptions(options.maxSubscriptions)]));
+    }
+    running.set(id, null);
+    const started = await operations.start(
+      connection,
+      session.info,
+      payload,
+      sinkOf(session, connection, id),
+    );
+    if (isRefused(started)) {
+      if (running.delete(id)) connection.send(frame.error(id, started.errors));
+      return;
+    }
+    // Completed meanwhile (by the client, a single result, the socket closing): nothing to keep.
+    if (session.operations === running && running.get(id) === null) running.set(id, started);
+    else started();
+  }
+
+  function onMessage(this: WebSocket, data: RawData, isBinary: boolean) {
+    const socket = this as SessionSocket;
+    const session = socket[SESSION];
+    let message: ReturnType<typeof parseMessage>;
+    try {
+      if (isBinary) throw new Error('Binary messages are not supported');
+      message = parseMessage(String(data));
+    } catch (error) {
+      return socket.close(WsCloseCode.BadRequest, (error as Error).message.slice(0, 120));
+    }
+    switch (message.type) {
+      case MessageType.ConnectionInit:
+        if (session.phase !== Phase.AwaitingInit) {
+          return socket.close(
+            WsCloseCode.TooManyInitialisationRequests,
+            'Too many initialisation requests',
+          );
+        }
+        return void init(socket, session, message.payload).catch((error: unknown) =>
+          fail(socket, error),
+        );
+      case MessageType.Ping:
+        if (message.payload === undefined) return send(socket, session, frame.pong);
+        return send(socket, session, frame.pong_with(message.payload));
+      case MessageType.Pong:
+        return;
+      case MessageType.Subscribe:
+        return void subscribe(socket, session, message).catch((error: unknown) =>
+          fail(socket, error),
+        );
+      case MessageType.Complete: {
+        const stop = session.operations?.get(message.id);
+        session.operations?.delete(message.id);
+        stop?.();
+        return;
+      }
+      default:
+        return socket.close(
+          WsCloseCode.BadRequest,
+          `Unexpected message of type ${message.type} received`,
+        );
+    }
+  }
+
+  /** A frame outside any operation: through the connection once there is one. */
+  function send(socket: SessionSocket, session: Session, data: string) {
+    if (session.connection) session.connection.send(data);
+    else if (socket.readyState === socket.OPEN) socket.send(data);
+  }
+
+  function fail(socket: SessionSocket, error: unknown) {
+    if (isAppError(error)) logger.info({ err: error }, 'graphql-ws operation refused');
+    else logger.error({ err: error }, 'graphql-ws message handling failed');
+    socket.close(WsCloseCode.InternalServerError, 'Internal server error');
+  }
+
+  function onClose(this: WebSocket) {
+    const session = (this as SessionSocket)[SESSION];
+    pending.delete(this as SessionSocket);
+    if (session.initTimer) clearTimeout(session.initTimer);
+    const running = session.operations;
+    session.operations = null;
+    if (running) for (const stop of running.values()) stop?.();
+    session.connection?.gone();
+  }
+
+  function onError(this: WebSocket, error: Error) {
+    logger.debug({ err: error }, 'graphql-ws socket error');
+    this.terminate();
+  }
 
   return {
-    /** Takes over an HTTP upgrade request for /graphql. */
-    handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer) {
-      wss.handleUpgrade(request, socket, head, (ws) => wss.emit('connection', ws, request));
+    /** Serves a socket accepted on /graphql. */
+    serve(ws: WebSocket, request: IncomingMessage) {
+      const socket = ws as SessionSocket;
+      socket[SESSION] = {
+        phase: Phase.AwaitingInit,
+        connection: null,
+        initTimer: null,
+        url: request.url,
+        info: requestInfo(request, 'graphql-ws'),
+        operations: null,
+      };
+      socket.on('error', onError);
+      socket.once('close', onClose);
+      if (socket.protocol !== GRAPHQL_TRANSPORT_WS_PROTOCOL) {
+        return socket.close(WsCloseCode.SubprotocolNotAcceptable, 'Subprotocol not acceptable');
+      }
+      pending.add(socket);
+      socket.on('message', onMessage);
+      const timer = setTimeout(onInitTimeout, options.initTimeoutMs, socket);
+      timer.unref();
+      socket[SESSION].initTimer = timer;
     },
-    /** Closes every socket with 1001 (going away) and stops accepting new ones. */
-    async close() {
-      clearInterval(keepAlive);
-      for (const client of wss.clients) client.close(CloseCode.GoingAway, 'server shutting down');
-      await new Promise<void>((resolve) => wss.close(() => resolve()));
-    },
-    get size() {
-      return wss.clients.size;
+    /** Closes the sockets that were never acknowledged (shutdown; the core closes the others). */
+    close() {
+      for (const socket of pending) socket.close(CloseCode.GoingAway, 'server shutting down');
     },
   };
 }

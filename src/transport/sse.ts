@@ -1,57 +1,42 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { type DocumentNode, GraphQLError, getOperationAST } from 'graphql';
-import { createHandler, type Request as SseRequest } from 'graphql-sse';
 import type { Authenticator, Viewer } from '../auth/index.ts';
 import { CloseCode } from '../close-codes.ts';
-import type { Connection, ConnectionRegistry } from '../domain/connections.ts';
-import { rateLimitStatus } from '../errors.ts';
-import type { Logger } from '../logger.ts';
-import { closeOnExpiry, createConnection } from './connection.ts';
+import { isAppError, RateLimitedError } from '../errors.ts';
+import type { Connection } from '../net/connection.ts';
+import type { ConnectionCore } from '../net/core.ts';
+import { ResponseWire } from '../net/wires.ts';
 import { authError, requestInfo } from './context.ts';
-import type { Fanout } from './fanout.ts';
+import type { OperationSink, StopOperation } from './fanout.ts';
 import { tooManySubscriptions } from './graphql-ws.ts';
 import { BodyTooLarge, readBody, sendJson } from './http.ts';
-import { nulError } from './input.ts';
-import type { Yoga } from './yoga.ts';
+import { isRefused, type OperationParams, type OperationRunner } from './operation.ts';
 
 export interface SseOptions {
-  yoga: Yoga;
-  /** Subscriptions run through it: one execution per event per operation. */
-  fanout: Fanout;
-  maskError: (error: unknown, message: string) => Error;
+  operations: OperationRunner;
   auth: Authenticator;
-  connections: ConnectionRegistry;
-  logger: Logger;
-  /** Unsent bytes tolerated on one stream before it is ended as a slow consumer. */
-  maxBufferedBytes: number;
+  core: ConnectionCore;
+  /** Interval of the `:` comment that keeps idle streams open through proxies (SSE_KEEPALIVE_MS). */
+  keepAliveMs: number;
   /** Largest request body (MAX_BODY_BYTES), also for chunked bodies; larger get 413. */
   maxBodyBytes: number;
   /** Operations running at once on one single-connection stream (MAX_SUBSCRIPTIONS_PER_CONNECTION). */
   maxSubscriptions: number;
+  /** Time a reserved stream (PUT) has to be opened (GET) before it is dropped (SSE_RESERVATION_TIMEOUT_MS). */
+  reservationTimeoutMs: number;
   /** Told about each refused stream or operation (logs and metrics). */
   onLimit: (limit: string, userId: string | null) => void;
 }
 
-interface RequestContext {
-  viewer: Viewer | null;
-  /** Set on event-stream requests: the stream the operation's events go to. */
-  stream?: EventStream;
-}
-
 const STREAM_TOKEN_HEADER = 'x-graphql-event-stream-token';
-/** Our auth tokens (JWTs) have dots; graphql-sse reservation tokens (UUIDs) never do. */
+/** Our auth tokens (JWTs) have dots; reservation tokens (UUIDs) never do. */
 const isJwt = (value: string) => value.split('.').length === 3;
 
-function queryToken(url: string): string | null {
-  return new URL(url, 'http://localhost').searchParams.get('token');
-}
-
-/** The graphql-sse reservation token of a request: the header, or a `?token=` that is no JWT. */
+/** The reservation token of a request: the header, or a `?token=` that is no JWT. */
 function streamToken(req: IncomingMessage): string | null {
   const header = req.headers[STREAM_TOKEN_HEADER];
   if (typeof header === 'string' && header) return header;
-  const query = queryToken(req.url ?? '/');
+  const query = new URL(req.url ?? '/', 'http://localhost').searchParams.get('token');
   return query && !isJwt(query) ? query : null;
 }
 
@@ -65,236 +50,307 @@ export function isSseRequest(req: IncomingMessage): boolean {
   );
 }
 
-/** An open event stream: its connection, and a writer the fan-out writes events through. */
-interface EventStream {
-  connection: Connection & { readonly controller: AbortController };
-  /** Writes one SSE message; held until the response headers are out. */
-  write(message: string): void;
-  /** Operations running on it (single-connection mode), for MAX_SUBSCRIPTIONS_PER_CONNECTION. */
-  operations: number;
+/** A reserved stream of single-connection mode: a connection whose wire opens on GET. */
+interface Reservation {
+  connection: Connection;
+  wire: ResponseWire;
+  /** Running operations by their client-chosen id; null while one is being started. */
+  operations: Map<string, StopOperation | null>;
+  /** When an unopened reservation is dropped (epoch ms); null once its stream is open. */
+  deadline: number | null;
+}
+
+const SSE_HEADERS = {
+  'content-type': 'text/event-stream; charset=utf-8',
+  'cache-control': 'no-cache',
+  // Proxies such as nginx would otherwise hold events back.
+  'x-accel-buffering': 'no',
+};
+
+const event = {
+  next: (json: string) => `event: next\ndata: ${json}\n\n`,
+  complete: 'event: complete\ndata:\n\n',
+  nextOf: (prefix: string, json: string) => `event: next\ndata: ${prefix}${json}}\n\n`,
+  completeOf: (id: string) => `event: complete\ndata: {"id":${JSON.stringify(id)}}\n\n`,
+};
+
+const errorBody = (message: string, code?: string) => ({
+  errors: [{ message, ...(code ? { extensions: { code } } : {}) }],
+});
+
+/** Thrown for a request the protocol answers with a status and a JSON error body. */
+class Refusal extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly code?: string,
+  ) {
+    super(message);
+  }
 }
 
 /**
- * GraphQL over Server-Sent Events (the graphql-sse protocol) at /graphql, in both modes:
- * distinct connections (one stream per operation) and single connection (PUT reserves a stream,
- * GET opens it, operations are POSTed with the stream token and stopped with DELETE). Reserved
- * streams live in the instance that made them: put single-connection clients on sticky sessions.
- * Subscription events are written by the fan-out straight to the stream; each stream's unsent
- * bytes are bounded, and a stream over the bound ends (slow consumer).
+ * GraphQL over Server-Sent Events (the graphql-sse protocol) at /graphql, in both modes, on the
+ * connection core. Distinct connections: one stream per operation (GET or POST with
+ * `Accept: text/event-stream`). Single connection: PUT reserves a stream (the reservation is
+ * already a registered connection, counted against the limits, dropped unless opened within
+ * SSE_RESERVATION_TIMEOUT_MS), GET opens it, operations are POSTed with the stream token and
+ * stopped with DELETE. Every operation runs as the stream's identity (a request of another
+ * identity is refused, FORBIDDEN) and goes through the fan-out into the stream's bounded wire,
+ * also before the stream is open. Reserved streams live in the instance that made them.
  */
-export function createSseHandler(options: SseOptions) {
-  const { yoga, fanout, auth, connections, logger } = options;
-  const streamsByToken = new Map<string, EventStream>();
+export function createSseServer(options: SseOptions) {
+  const { operations, auth, core } = options;
+  const reservations = new Map<string, Reservation>();
+  /** Unopened reservations in the order they were made (so their deadlines are in order too). */
+  const unopened = new Map<string, Reservation>();
+  let sweep: NodeJS.Timeout | null = null;
 
-  function openStream(res: ServerResponse, viewer: Viewer | null): EventStream {
-    let pending: string[] | null = [];
-    let body: AsyncGenerator<string> | null = null;
-    const connection = createConnection('sse', viewer, (code, reason) => {
-      logger.debug({ code, reason }, 'sse stream closed by server');
-      void body?.return(undefined);
-      res.end();
-    });
-    const stream: EventStream & { start(generator: AsyncGenerator<string>): void } = {
-      connection,
-      operations: 0,
-      write(message) {
-        if (pending) {
-          pending.push(message);
-          return;
-        }
-        if (res.writableEnded || res.destroyed) return;
-        res.write(message);
-        if (res.writableLength > options.maxBufferedBytes && !connection.signal.aborted) {
-          logger.warn({ user: viewer?.userId }, 'slow sse consumer closed');
-          connection.close(CloseCode.SlowConsumer, 'slow consumer');
-        }
-      },
-      start(generator) {
-        body = generator;
-        const held = pending ?? [];
-        pending = null;
-        for (const message of held) stream.write(message);
-      },
-    };
-    return stream;
+  function sweepReservations() {
+    const now = Date.now();
+    for (const [token, reservation] of unopened) {
+      if ((reservation.deadline ?? 0) > now) break;
+      unopened.delete(token);
+      reservation.connection.close(CloseCode.Normal, 'reservation not opened in time');
+    }
+    if (unopened.size === 0 && sweep) {
+      clearInterval(sweep);
+      sweep = null;
+    }
   }
 
-  const handler = createHandler<IncomingMessage, RequestContext>({
-    // Reservation tokens only from the header or a non-JWT `?token=` (ours carry auth tokens);
-    // a request without one gets a fresh token, as the protocol's PUT expects.
-    authenticate: (req) => streamToken(req.raw) ?? randomUUID(),
-    onComplete(_ctx, req) {
-      const token = req.context.stream ? null : streamToken(req.raw);
-      const stream = token ? streamsByToken.get(token) : undefined;
-      if (stream && stream.operations > 0) stream.operations -= 1;
-    },
-    async onSubscribe(req, params) {
-      const { viewer } = req.context;
-      const token = streamToken(req.raw);
-      // Distinct mode: the request is its own stream. Single mode: the token's stream.
-      const distinct = req.context.stream;
-      const stream = distinct ?? (token ? streamsByToken.get(token) : undefined);
-      if (stream && !distinct) {
-        if (stream.operations >= options.maxSubscriptions) {
-          options.onLimit('subscriptionsPerConnection', viewer?.userId ?? null);
-          const body = { errors: [tooManySubscriptions(options.maxSubscriptions).toJSON()] };
-          return [JSON.stringify(body), { status: 429, statusText: 'Too Many Requests' }];
-        }
-        // Counted down in onComplete, which graphql-sse calls when the operation ends.
-        stream.operations += 1;
+  async function viewerOf(req: IncomingMessage): Promise<Viewer | null> {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const token = url.searchParams.get('token');
+    if (token !== null && !isJwt(token)) url.searchParams.delete('token');
+    try {
+      return await auth.fromRequest({ headers: req.headers, url: url.pathname + url.search });
+    } catch (error) {
+      throw new Refusal(401, authError(error).message, 'UNAUTHENTICATED');
+    }
+  }
+
+  function open(viewer: Viewer | null, wire: ResponseWire): Connection {
+    try {
+      return core.open('sse', viewer, wire);
+    } catch (error) {
+      // MAX_CONNECTIONS or the anonymous pool (503), MAX_CONNECTIONS_PER_USER (429).
+      if (error instanceof RateLimitedError) {
+        throw new Refusal(error.status, error.message, 'RATE_LIMITED');
       }
-      const connection = stream?.connection ?? createConnection('sse', viewer, () => {});
-      const enveloped = yoga.getEnveloped({
-        viewer,
-        connection,
-        requestInfo: requestInfo(req.raw, 'sse'),
-        req: req.raw,
-        params,
-      } as never);
-      const nul = nulError(params);
-      if (nul) return { errors: [nul] };
-      let document: DocumentNode;
-      try {
-        document = enveloped.parse(params.query);
-      } catch (error) {
-        return { errors: [error as never] };
-      }
-      // graphql-armor's limits throw their GraphQLError from validate rather than return it.
-      let errors: readonly GraphQLError[];
-      try {
-        errors = enveloped.validate(enveloped.schema, document);
-      } catch (error) {
-        if (error instanceof GraphQLError) return { errors: [error] };
-        throw error;
-      }
-      if (errors.length > 0) return { errors };
-      const args = {
-        schema: enveloped.schema,
-        document,
-        contextValue: await enveloped.contextFactory(),
-        variableValues: params.variables ?? null,
-        operationName: params.operationName ?? null,
+      // No token where anonymous connections are off.
+      if (isAppError(error)) throw new Refusal(401, error.message, 'UNAUTHENTICATED');
+      throw error;
+    }
+  }
+
+  async function paramsOf(req: IncomingMessage): Promise<OperationParams> {
+    let raw: Record<string, unknown>;
+    if (req.method === 'GET') {
+      const search = new URL(req.url ?? '/', 'http://localhost').searchParams;
+      raw = {
+        query: search.get('query') ?? undefined,
+        operationName: search.get('operationName') ?? undefined,
       };
-      const operation = getOperationAST(document, params.operationName);
-      if (operation?.operation !== 'subscription') return enveloped.execute(args);
-      if (!stream) return enveloped.subscribe(args);
-      const operationId = params.extensions?.['operationId'];
-      const frame =
-        distinct || typeof operationId !== 'string'
-          ? (json: string) => `event: next\ndata: ${json}\n\n`
-          : (json: string) =>
-              `event: next\ndata: {"id":${JSON.stringify(operationId)},"payload":${json}}\n\n`;
-      return fanout.subscribe({ args, maskError: options.maskError, query: params.query }, (json) =>
-        stream.write(frame(json)),
-      );
-    },
-  });
+      for (const key of ['variables', 'extensions']) {
+        const value = search.get(key);
+        if (value === null) continue;
+        try {
+          raw[key] = JSON.parse(value);
+        } catch {
+          throw new Refusal(400, `Unparsable ${key}`);
+        }
+      }
+    } else {
+      if (!req.headers['content-type']?.includes('application/json')) {
+        throw new Refusal(415, 'Send the operation as application/json');
+      }
+      let text: string;
+      try {
+        text = (await readBody(req, options.maxBodyBytes)).toString('utf8');
+      } catch (error) {
+        if (!(error instanceof BodyTooLarge)) throw error;
+        options.onLimit('bodyBytes', null);
+        throw new Refusal(413, 'Request body too large (MAX_BODY_BYTES)');
+      }
+      try {
+        raw = JSON.parse(text) as Record<string, unknown>;
+      } catch {
+        throw new Refusal(400, 'The body is not JSON');
+      }
+      if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+        throw new Refusal(400, 'JSON body must be an object');
+      }
+    }
+    if (typeof raw['query'] !== 'string') throw new Refusal(400, 'Missing query');
+    const isMap = (v: unknown) => v == null || (typeof v === 'object' && !Array.isArray(v));
+    if (!isMap(raw['variables'])) throw new Refusal(400, 'Invalid variables');
+    if (!isMap(raw['extensions'])) throw new Refusal(400, 'Invalid extensions');
+    const operationName = raw['operationName'];
+    if (operationName != null && typeof operationName !== 'string') {
+      throw new Refusal(400, 'Invalid operationName');
+    }
+    return raw as unknown as OperationParams;
+  }
+
+  /** The reservation a request names, checked against the request's identity. */
+  function reservationOf(req: IncomingMessage, viewer: Viewer | null): Reservation {
+    const token = streamToken(req);
+    const reservation = token === null ? undefined : reservations.get(token);
+    if (!reservation) throw new Refusal(404, 'Stream not found');
+    if ((reservation.connection.viewer?.userId ?? null) !== (viewer?.userId ?? null)) {
+      throw new Refusal(403, 'This stream belongs to another identity', 'FORBIDDEN');
+    }
+    return reservation;
+  }
+
+  function respondHeaders(req: IncomingMessage, res: ServerResponse) {
+    // HTTP/2 forbids connection-specific headers.
+    res.writeHead(
+      200,
+      req.httpVersionMajor >= 2 ? SSE_HEADERS : { ...SSE_HEADERS, connection: 'keep-alive' },
+    );
+    // An empty comment, because some browsers do not count a flush of headers alone.
+    res.write(':\n\n');
+    res.socket?.setNoDelay(true);
+  }
+
+  /** PUT: reserves a stream for this identity and answers its token. */
+  async function reserve(req: IncomingMessage, res: ServerResponse) {
+    const viewer = await viewerOf(req);
+    const wire = new ResponseWire(options.keepAliveMs, ':\n\n');
+    const connection = open(viewer, wire);
+    const token = randomUUID();
+    const reservation: Reservation = {
+      connection,
+      wire,
+      operations: new Map(),
+      deadline: Date.now() + options.reservationTimeoutMs,
+    };
+    reservations.set(token, reservation);
+    unopened.set(token, reservation);
+    connection.signal.addEventListener(
+      'abort',
+      () => {
+        reservations.delete(token);
+        unopened.delete(token);
+        const running = [...reservation.operations.values()];
+        reservation.operations.clear();
+        for (const stop of running) stop?.();
+      },
+      { once: true },
+    );
+    sweep ??= setInterval(sweepReservations, Math.min(1000, options.reservationTimeoutMs));
+    sweep.unref();
+    res.writeHead(201, { 'content-type': 'text/plain; charset=utf-8' });
+    res.end(token);
+  }
+
+  /** GET with a reservation token: opens the reserved stream and writes what it held. */
+  async function openReserved(req: IncomingMessage, res: ServerResponse) {
+    const viewer = await viewerOf(req);
+    const reservation = reservationOf(req, viewer);
+    if (reservation.wire.opened) throw new Refusal(409, 'Stream already open');
+    const token = streamToken(req) as string;
+    unopened.delete(token);
+    reservation.deadline = null;
+    respondHeaders(req, res);
+    res.once('close', () => reservation.connection.gone());
+    reservation.wire.open(res);
+  }
+
+  /** POST with a reservation token: runs an operation on the reserved stream. */
+  async function operate(req: IncomingMessage, res: ServerResponse) {
+    const viewer = await viewerOf(req);
+    const reservation = reservationOf(req, viewer);
+    const params = await paramsOf(req);
+    const id = params.extensions?.['operationId'];
+    if (typeof id !== 'string' || id === '') throw new Refusal(400, 'Operation ID is missing');
+    const { connection, operations: running } = reservation;
+    if (running.has(id)) throw new Refusal(409, 'Operation with ID already exists');
+    if (running.size >= options.maxSubscriptions) {
+      options.onLimit('subscriptionsPerConnection', viewer?.userId ?? null);
+      const error = tooManySubscriptions(options.maxSubscriptions);
+      return sendJson(res, 429, { errors: [error.toJSON()] });
+    }
+    running.set(id, null);
+    const prefix = `{"id":${JSON.stringify(id)},"payload":`;
+    const sink: OperationSink = {
+      next: (json) => connection.send(event.nextOf(prefix, json)),
+      complete: () => {
+        if (running.delete(id)) connection.send(event.completeOf(id));
+      },
+    };
+    const started = await operations.start(connection, requestInfo(req, 'sse'), params, sink);
+    if (isRefused(started)) {
+      running.delete(id);
+      return sendJson(res, 400, { errors: started.errors.map((e) => e.toJSON()) });
+    }
+    if (running.get(id) === null && !connection.closed) running.set(id, started);
+    else started();
+    res.writeHead(202);
+    res.end();
+  }
+
+  /** DELETE with a reservation token and `?operationId=`: stops that operation. */
+  async function stop(req: IncomingMessage, res: ServerResponse) {
+    const viewer = await viewerOf(req);
+    const reservation = reservationOf(req, viewer);
+    const id = new URL(req.url ?? '/', 'http://localhost').searchParams.get('operationId');
+    if (!id) throw new Refusal(400, 'Operation ID is missing');
+    const stopOperation = reservation.operations.get(id);
+    reservation.operations.delete(id);
+    stopOperation?.();
+    res.writeHead(200);
+    res.end();
+  }
+
+  /** A stream of its own for one operation (distinct connections mode). */
+  async function distinct(req: IncomingMessage, res: ServerResponse) {
+    const viewer = await viewerOf(req);
+    const params = await paramsOf(req);
+    const wire = new ResponseWire(options.keepAliveMs, ':\n\n');
+    const connection = open(viewer, wire);
+    respondHeaders(req, res);
+    res.once('close', () => connection.gone());
+    wire.open(res);
+    const sink: OperationSink = {
+      next: (json) => connection.send(event.next(json)),
+      complete: () => {
+        connection.send(event.complete);
+        connection.close(CloseCode.Normal, 'complete');
+      },
+    };
+    const started = await operations.start(connection, requestInfo(req, 'sse'), params, sink, {
+      mutations: req.method !== 'GET',
+    });
+    if (!isRefused(started)) {
+      // The stream ends with the operation; the client ends it by going away.
+      connection.signal.addEventListener('abort', started, { once: true });
+      return;
+    }
+    sink.next(JSON.stringify({ errors: started.errors.map((e) => e.toJSON()) }));
+    sink.complete();
+  }
 
   return {
     async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-      let viewer: Viewer | null;
       try {
-        const url = new URL(req.url ?? '/', 'http://localhost');
-        const token = url.searchParams.get('token');
-        if (token !== null && !isJwt(token)) url.searchParams.delete('token');
-        viewer = await auth.fromRequest({ headers: req.headers, url: url.pathname + url.search });
-      } catch (error) {
-        const { message, extensions } = authError(error);
-        return sendJson(res, 401, {
-          errors: [{ message, extensions: { code: extensions['code'] } }],
-        });
-      }
-
-      if (req.headers.accept === 'text/event-stream') {
-        try {
-          connections.admit(viewer);
-        } catch (error) {
-          // MAX_CONNECTIONS (503) or MAX_CONNECTIONS_PER_USER (429), before any header went out.
-          const status = rateLimitStatus(error);
-          if (status === null) throw error;
-          return sendJson(res, status, {
-            errors: [{ message: (error as Error).message, extensions: { code: 'RATE_LIMITED' } }],
-          });
+        const method = req.method ?? 'GET';
+        const reserved = streamToken(req) !== null;
+        if (method === 'PUT') return await reserve(req, res);
+        if (method === 'DELETE') return await stop(req, res);
+        if (method !== 'GET' && method !== 'POST') {
+          res.setHeader('allow', 'GET, POST, PUT, DELETE');
+          throw new Refusal(405, 'Method not allowed');
         }
-      }
-      const stream =
-        req.headers.accept === 'text/event-stream' ? openStream(res, viewer) : undefined;
-      let bodyTooLarge = false;
-      const context: RequestContext = stream ? { viewer, stream } : { viewer };
-      const sseRequest: SseRequest<IncomingMessage, RequestContext> = {
-        method: req.method ?? 'GET',
-        url: req.url ?? '/',
-        headers: {
-          get: (key) => {
-            const value = req.headers[key.toLowerCase()];
-            return Array.isArray(value) ? value.join(', ') : value;
-          },
-        },
-        body: () =>
-          readBody(req, options.maxBodyBytes).then(
-            (body) => body.toString('utf8'),
-            (error: unknown) => {
-              bodyTooLarge = error instanceof BodyTooLarge;
-              throw error;
-            },
-          ),
-        raw: req,
-        context,
-      };
-      const [result, init] = await handler(sseRequest);
-      if (bodyTooLarge) {
-        stream?.connection.controller.abort();
-        options.onLimit('bodyBytes', viewer?.userId ?? null);
-        res.setHeader('connection', 'close');
-        return sendJson(res, 413, {
-          errors: [{ message: 'Request body too large (MAX_BODY_BYTES)' }],
-        });
-      }
-      const headers = { ...(init.headers as Record<string, string>) };
-      // HTTP/2 forbids connection-specific headers.
-      if (req.httpVersionMajor >= 2) delete headers['connection'];
-      res.writeHead(init.status, headers);
-      if (result === null || typeof result === 'string' || !stream) {
-        res.end(typeof result === 'string' ? result : undefined);
-        stream?.connection.controller.abort();
-        return;
-      }
-      // An event stream: register it, bind it to the response, write what graphql-sse emits
-      // (pings, completes, query results) beside what the fan-out writes.
-      const body = result as AsyncGenerator<string>;
-      const { connection } = stream;
-      const token = streamToken(req);
-      try {
-        connections.add(connection);
-      } catch {
-        // Another stream took the last place since `admit`: end this one at once.
-        connection.controller.abort();
-        void body.return(undefined);
-        return void res.end();
-      }
-      if (token) streamsByToken.set(token, stream);
-      closeOnExpiry(connection, () => connection.close(CloseCode.TokenExpired, 'token expired'));
-      res.flushHeaders();
-      (stream as EventStream & { start(generator: AsyncGenerator<string>): void }).start(body);
-      res.once('close', () => {
-        if (token && streamsByToken.get(token) === stream) streamsByToken.delete(token);
-        connection.controller.abort();
-        void body.return(undefined);
-      });
-      try {
-        for await (const chunk of body) {
-          if (connection.signal.aborted || res.writableEnded || res.destroyed) break;
-          stream.write(chunk);
+        if (req.headers.accept === 'text/event-stream') {
+          return await (reserved ? openReserved(req, res) : distinct(req, res));
         }
+        return await operate(req, res);
       } catch (error) {
-        logger.error({ err: error }, 'sse stream failed');
-      }
-      if (!res.writableEnded) res.end();
-    },
-    /** Ends every open stream (shutdown). */
-    closeAll() {
-      for (const connection of connections.all()) {
-        if (connection.transport === 'sse') connection.close(CloseCode.GoingAway, 'shutdown');
+        if (!(error instanceof Refusal)) throw error;
+        sendJson(res, error.status, errorBody(error.message, error.code));
       }
     },
   };

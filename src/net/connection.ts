@@ -1,0 +1,148 @@
+import type { Viewer } from '../auth/index.ts';
+import { CloseCode } from '../close-codes.ts';
+import type { Binding, Transport } from '../domain/connections.ts';
+
+/**
+ * How the core reaches one client: the protocol adapter's side of a connection (a WebSocket,
+ * an HTTP response carrying an event stream or JSON lines). Wires never decide anything; the
+ * core bounds what is written through them and ends them.
+ */
+export interface Wire {
+  /** Bytes written but not yet taken by the kernel (the slow-consumer bound applies to it). */
+  readonly buffered: number;
+  /** Writes one frame or chunk as it is. Only called while the connection is open. */
+  write(data: string): void;
+  /** Holds writes until `uncork`, so the frames of one flush leave in one system call. */
+  cork(): void;
+  uncork(): void;
+  /** Ends the wire the protocol's way: a WebSocket close frame with `code`, a stream's end. */
+  end(code: CloseCode, reason: string): void;
+  /** Drops the wire at once, without a goodbye (a peer that stopped answering). */
+  destroy(): void;
+  /** Period of `keepAlive` in ms; 0 for wires that send nothing unasked (JSON lines). */
+  readonly keepAliveMs: number;
+  /**
+   * Sends a keep-alive (a WebSocket ping, an SSE comment). Returns false when the previous one
+   * was never answered: the core then destroys the wire.
+   */
+  keepAlive(): boolean;
+}
+
+/** What a connection needs from the core that registered it. */
+export interface ConnectionHost {
+  /** Unsent bytes tolerated on one wire before the connection is closed as a slow consumer. */
+  readonly maxBufferedBytes: number;
+  /** Uncorks `connection` once the current burst of writes is over. */
+  scheduleFlush(connection: Connection): void;
+  /** Called once when the connection ends, whoever ended it. */
+  released(connection: Connection): void;
+}
+
+let lastId = 0;
+
+/**
+ * One client connection of this instance, whatever its protocol: who it is (the viewer), a
+ * bounded write, and a close that ends everything bound to it. The only way to write to a client.
+ */
+export class Connection implements Binding {
+  readonly id = ++lastId;
+  readonly transport: Transport;
+  /** The caller; null for an anonymous connection. */
+  viewer: Viewer | null;
+  /** The code the server closed it with; null while open or when the peer went away. */
+  closeCode: CloseCode | null = null;
+  readonly #controller = new AbortController();
+  readonly #host: ConnectionHost;
+  #wire: Wire;
+  #corked = false;
+  /** The expiry bucket (epoch second) the core filed this connection under, if any. */
+  expiryBucket: number | null = null;
+  /** Ends what follows the connection's user (chat presence); set by the core's tracker. */
+  untrack: (() => void) | null = null;
+
+  constructor(host: ConnectionHost, transport: Transport, viewer: Viewer | null, wire: Wire) {
+    this.#host = host;
+    this.transport = transport;
+    this.viewer = viewer;
+    this.#wire = wire;
+  }
+
+  /** Aborted once the connection closes, by either side. Domain streams end with it. */
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  get closed(): boolean {
+    return this.#controller.signal.aborted;
+  }
+
+  get wire(): Wire {
+    return this.#wire;
+  }
+
+  /** Moves the connection to another wire (an SSE reservation when its stream opens). */
+  attach(wire: Wire): void {
+    const pending = this.#wire;
+    this.#wire = wire;
+    if (this.#corked) {
+      this.#corked = false;
+      pending.uncork();
+    }
+  }
+
+  /**
+   * Writes pre-serialized bytes. Writes of one burst (one tick) are corked and leave together;
+   * a connection whose unsent bytes pass the bound is closed as a slow consumer.
+   */
+  send(data: string): void {
+    if (this.closed) return;
+    const wire = this.#wire;
+    if (!this.#corked) {
+      this.#corked = true;
+      wire.cork();
+      this.#host.scheduleFlush(this);
+    }
+    wire.write(data);
+    if (wire.buffered > this.#host.maxBufferedBytes) this.overflow();
+  }
+
+  /** Sends what the current burst corked (called by the core once per tick). */
+  flush(): void {
+    if (!this.#corked) return;
+    this.#corked = false;
+    this.#wire.uncork();
+  }
+
+  /** Its consumer fell behind (a full subscription buffer, too many unsent bytes). */
+  overflow(): void {
+    this.close(CloseCode.SlowConsumer, 'slow consumer');
+  }
+
+  /** Closes the connection with `code` (WebSockets get it; streams simply end). Idempotent. */
+  close(code: CloseCode, reason: string): void {
+    if (this.closed) return;
+    this.closeCode = code;
+    this.flush();
+    this.#end();
+    this.#wire.end(code, reason);
+  }
+
+  /** The peer went away or the wire broke: ends what is bound to the connection. Idempotent. */
+  gone(): void {
+    if (this.closed) return;
+    this.#end();
+  }
+
+  /** Drops a peer that stopped answering keep-alives. */
+  terminate(): void {
+    if (this.closed) return;
+    this.#end();
+    this.#wire.destroy();
+  }
+
+  #end(): void {
+    this.#corked = false;
+    this.#controller.abort();
+    this.#host.released(this);
+  }
+}
