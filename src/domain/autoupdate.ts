@@ -167,6 +167,53 @@ export function createAutoupdate(options: AutoupdateOptions) {
   const { changeLog } = options;
   const prisma = options.db.prisma;
 
+  // Routing by recipient: a batch with keyed data reaches every stream that wants data; events
+  // reach only the streams of their access ids. A stream skipped for a batch has nothing in it.
+  type Listener = (batch: FeedBatch) => void;
+  const dataStreams = new Set<Listener>();
+  const eventStreams = new Map<string, Set<Listener>>();
+  let streams = 0;
+  let stopListening: (() => void) | null = null;
+
+  function route(batch: FeedBatch) {
+    const { lastRows, eventsByAccess } = prepare(batch);
+    if (eventsByAccess.size === 0) {
+      if (lastRows.length > 0) for (const listener of dataStreams) listener(batch);
+      return;
+    }
+    const recipients = new Set<Listener>(lastRows.length > 0 ? dataStreams : undefined);
+    for (const accessId of eventsByAccess.keys()) {
+      for (const listener of eventStreams.get(accessId) ?? []) recipients.add(listener);
+    }
+    for (const listener of recipients) listener(batch);
+  }
+
+  /** Routes batches to `listener` until the returned function is called. */
+  function follow(userId: string, wantData: boolean, wantEvents: boolean, listener: Listener) {
+    if (wantData) dataStreams.add(listener);
+    if (wantEvents) {
+      let set = eventStreams.get(userId);
+      if (!set) {
+        set = new Set();
+        eventStreams.set(userId, set);
+      }
+      set.add(listener);
+    }
+    streams += 1;
+    stopListening ??= changeLog.listen(route);
+    return () => {
+      dataStreams.delete(listener);
+      const set = eventStreams.get(userId);
+      set?.delete(listener);
+      if (set?.size === 0) eventStreams.delete(userId);
+      streams -= 1;
+      if (streams === 0) {
+        stopListening?.();
+        stopListening = null;
+      }
+    };
+  }
+
   /** The first batch: a replay after changeId, or a full snapshot; one consistent read. */
   async function initialBatch(
     viewer: Viewer,
@@ -297,7 +344,7 @@ export function createAutoupdate(options: AutoupdateOptions) {
 
       // Live first, then the replay: a change committed in between is in one or both.
       subscription.onEnd(
-        changeLog.listen((batch) => {
+        follow(viewer.userId, wantData, wantEvents, (batch) => {
           if (pending) pending.push(batch);
           else deliver(batch);
         }),

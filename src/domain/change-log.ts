@@ -392,14 +392,10 @@ export function createChangeLog(options: ChangeLogOptions) {
     void pump();
   };
 
-  // The filter runs synchronously per message and keeps nothing queued: the reader only needs
-  // the highest announced id, so a burst of messages can never overflow a buffer.
-  const rangeSubscription = pubsub.subscribe(rangeTopic, {
-    capacity: 1,
-    filter: (range) => {
-      if (Number.isSafeInteger(range.toChangeId)) announce(range.toChangeId);
-      return false;
-    },
+  // Nothing is queued: the reader only needs the highest announced id, so a burst of messages
+  // can never overflow a buffer.
+  const stopAnnouncements = pubsub.listen(rangeTopic, (range) => {
+    if (Number.isSafeInteger(range.toChangeId)) announce(range.toChangeId);
   });
 
   const ready: Promise<void> = (async () => {
@@ -486,7 +482,7 @@ export function createChangeLog(options: ChangeLogOptions) {
       stopped = true;
       clearInterval(catchup);
       clearInterval(pruner);
-      rangeSubscription.end();
+      stopAnnouncements();
       listeners.clear();
     },
   };

@@ -36,32 +36,23 @@ export function createDropUser(options: DropUserOptions) {
   const { pubsub, membership, connections, instanceId, logger } = options;
   const pending = new Map<string, Pending>();
 
-  // Filters run synchronously per message and queue nothing (see change-log.ts).
-  const commands = pubsub.subscribe(topic('dropUser'), {
-    capacity: 1,
-    filter: (command) => {
-      const closed = connections.drop(command.userId);
-      if (closed > 0) logger.info({ user: command.userId, closed }, 'user dropped');
-      pubsub
-        .publish(topic('dropUserReply', command.requesterId), {
-          requestId: command.requestId,
-          instanceId,
-          closed,
-        })
-        .catch((error: unknown) => logger.warn({ err: error }, 'dropUser reply failed'));
-      return false;
-    },
+  const stopCommands = pubsub.listen(topic('dropUser'), (command) => {
+    const closed = connections.drop(command.userId);
+    if (closed > 0) logger.info({ user: command.userId, closed }, 'user dropped');
+    pubsub
+      .publish(topic('dropUserReply', command.requesterId), {
+        requestId: command.requestId,
+        instanceId,
+        closed,
+      })
+      .catch((error: unknown) => logger.warn({ err: error }, 'dropUser reply failed'));
   });
-  const replies = pubsub.subscribe(topic('dropUserReply', instanceId), {
-    capacity: 1,
-    filter: (reply) => {
-      const request = pending.get(reply.requestId);
-      if (!request || request.answered.has(reply.instanceId)) return false;
-      request.answered.add(reply.instanceId);
-      request.closed += reply.closed;
-      if (request.answered.size >= request.expected) request.done();
-      return false;
-    },
+  const stopReplies = pubsub.listen(topic('dropUserReply', instanceId), (reply) => {
+    const request = pending.get(reply.requestId);
+    if (!request || request.answered.has(reply.instanceId)) return;
+    request.answered.add(reply.instanceId);
+    request.closed += reply.closed;
+    if (request.answered.size >= request.expected) request.done();
   });
 
   return {
@@ -109,8 +100,8 @@ export function createDropUser(options: DropUserOptions) {
     },
 
     stop(): void {
-      commands.end();
-      replies.end();
+      stopCommands();
+      stopReplies();
       for (const request of pending.values()) request.done();
     },
   };

@@ -5,7 +5,7 @@ import {
   type Membership,
   type NotifyEnvelope,
   type PubSub,
-  type Subscription,
+  Subscription,
   topic,
 } from '../pubsub/index.ts';
 import type { Binding } from './connections.ts';
@@ -76,6 +76,49 @@ export function createNotify(options: NotifyOptions) {
   let counter = 0;
   const notifyTopic = topic('notify');
 
+  // Routing by recipient: this instance's notify streams indexed by what a message can be
+  // addressed to, so a message costs its recipients, not every stream on the instance.
+  type Stream = Subscription<NotifyEvent>;
+  const streams = new Set<Stream>();
+  const byUser = new Map<string, Set<Stream>>();
+  const byMeeting = new Map<string, Set<Stream>>();
+  const byChannel = new Map<string, Stream>();
+  let stopListening: (() => void) | null = null;
+
+  const add = (index: Map<string, Set<Stream>>, key: string, stream: Stream) => {
+    let set = index.get(key);
+    if (!set) {
+      set = new Set();
+      index.set(key, set);
+    }
+    set.add(stream);
+  };
+  const remove = (index: Map<string, Set<Stream>>, key: string, stream: Stream) => {
+    const set = index.get(key);
+    set?.delete(stream);
+    if (set?.size === 0) index.delete(key);
+  };
+
+  /** Pushes a published message to the streams it is addressed to, each once. */
+  function route(message: NotifyMessage) {
+    if (message.toAll) {
+      for (const stream of streams) stream.push(message);
+      return;
+    }
+    const recipients = new Set<Stream>();
+    if (message.toMeeting !== null) {
+      for (const stream of byMeeting.get(message.toMeeting) ?? []) recipients.add(stream);
+    }
+    for (const userId of message.toUsers) {
+      for (const stream of byUser.get(userId) ?? []) recipients.add(stream);
+    }
+    for (const channelId of message.toChannels) {
+      const stream = byChannel.get(channelId);
+      if (stream) recipients.add(stream);
+    }
+    for (const stream of recipients) stream.push(message);
+  }
+
   return {
     /**
      * Opens a notify stream for the viewer: first its NotifyChannel, then every message that
@@ -93,21 +136,32 @@ export function createNotify(options: NotifyOptions) {
       counter += 1;
       const channelId = `${instancePart}:${viewer.userId}:${counter}`;
       const { userId } = viewer;
-      const subscription = options.pubsub.subscribe<'notify', NotifyEvent>(notifyTopic, {
+      const stream: Stream = new Subscription<NotifyEvent>({
         capacity: options.subscriptionBuffer,
         signal: connection.signal,
         onOverflow: () => connection.overflow(),
         initial: [{ channelId }],
-        filter: (m) =>
-          m.toAll ||
-          (meetingId !== null && m.toMeeting === meetingId) ||
-          m.toUsers.includes(userId) ||
-          m.toChannels.includes(channelId),
       });
-      if (meetingId !== null && !subscription.done) {
-        subscription.onEnd(options.membership.join(meetingPresenceSet(meetingId), userId));
+      if (stream.done) return stream;
+      streams.add(stream);
+      add(byUser, userId, stream);
+      if (meetingId !== null) add(byMeeting, meetingId, stream);
+      byChannel.set(channelId, stream);
+      stopListening ??= options.pubsub.listen(notifyTopic, route);
+      stream.onEnd(() => {
+        streams.delete(stream);
+        remove(byUser, userId, stream);
+        if (meetingId !== null) remove(byMeeting, meetingId, stream);
+        byChannel.delete(channelId);
+        if (streams.size === 0) {
+          stopListening?.();
+          stopListening = null;
+        }
+      });
+      if (meetingId !== null) {
+        stream.onEnd(options.membership.join(meetingPresenceSet(meetingId), userId));
       }
-      return subscription;
+      return stream;
     },
 
     /** Validates and publishes one message; throws AppError on bad input, changes nothing then. */

@@ -70,6 +70,12 @@ export interface PubSub {
     topic: Topic<K>,
     options: SubscribeOptions<EventMap[K], T> & MapRequired<EventMap[K], T>,
   ): Subscription<T>;
+  /**
+   * Calls `handler` synchronously with every event on `topic` until the returned function is
+   * called. For per-instance dispatchers that route events themselves (nothing is queued, so
+   * `handler` must not block); subscribers that need a bounded queue use `subscribe`.
+   */
+  listen<K extends EventName>(topic: Topic<K>, handler: (event: EventMap[K]) => void): () => void;
   /** Number of topics this instance listens to (one Redis channel subscription each). */
   topicCount(): number;
   /** Throws when the backing service does not answer (readiness). */
@@ -107,39 +113,47 @@ export function pubSubOver(backend: {
       const subscription = new Subscription<T>(options);
       if (subscription.done) return subscription;
       const { filter, map } = options;
-      const listener: Listener = (envelope) => {
-        const payload = envelope.p as EventMap[K];
-        if (filter && !filter(payload)) return;
-        if (map) return void subscription.push(map(payload));
-        subscription.push(payload as unknown as T);
-      };
-      let entry = topics.get(topic);
-      if (!entry) {
-        const listeners = new Set<Listener>();
-        const dispatch = (event: Event) => {
-          const envelope = (event as CustomEvent<Envelope>).detail;
-          // Once per event per instance: the payload object is what unmapped subscribers yield.
-          const payload = envelope.p;
-          if (typeof payload === 'object' && payload !== null)
-            publishTimes.set(payload, envelope.t);
-          for (const each of listeners) each(envelope);
-        };
-        entry = { listeners, dispatch };
-        topics.set(topic, entry);
-        backend.target.addEventListener(topic, dispatch);
-      }
-      const { listeners, dispatch } = entry;
-      listeners.add(listener);
-      subscription.onEnd(() => {
-        listeners.delete(listener);
-        if (listeners.size > 0 || topics.get(topic)?.listeners !== listeners) return;
-        topics.delete(topic);
-        backend.target.removeEventListener(topic, dispatch);
-      });
+      subscription.onEnd(
+        attach(topic, (envelope) => {
+          const payload = envelope.p as EventMap[K];
+          if (filter && !filter(payload)) return;
+          if (map) return void subscription.push(map(payload));
+          subscription.push(payload as unknown as T);
+        }),
+      );
       return subscription;
+    },
+    listen<K extends EventName>(topic: Topic<K>, handler: (event: EventMap[K]) => void) {
+      return attach(topic, (envelope) => handler(envelope.p as EventMap[K]));
     },
     topicCount: () => topics.size,
     ping: backend.ping,
     close: backend.close,
   };
+
+  /** Adds a local listener to a topic (listening on the backend for its first); returns its removal. */
+  function attach(topic: string, listener: Listener): () => void {
+    let entry = topics.get(topic);
+    if (!entry) {
+      const listeners = new Set<Listener>();
+      const dispatch = (event: Event) => {
+        const envelope = (event as CustomEvent<Envelope>).detail;
+        // Once per event per instance: the payload object is what unmapped subscribers yield.
+        const payload = envelope.p;
+        if (typeof payload === 'object' && payload !== null) publishTimes.set(payload, envelope.t);
+        for (const each of listeners) each(envelope);
+      };
+      entry = { listeners, dispatch };
+      topics.set(topic, entry);
+      backend.target.addEventListener(topic, dispatch);
+    }
+    const { listeners, dispatch } = entry;
+    listeners.add(listener);
+    return () => {
+      listeners.delete(listener);
+      if (listeners.size > 0 || topics.get(topic)?.listeners !== listeners) return;
+      topics.delete(topic);
+      backend.target.removeEventListener(topic, dispatch);
+    };
+  }
 }
