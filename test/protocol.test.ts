@@ -102,4 +102,115 @@ describe('graphql-ws protocol', () => {
     answering.send({ type: 'ping' });
     expect(await answering.messages.next()).toEqual({ type: 'pong' });
   });
+  // The server-side cases of graphql-ws' own test suite that apply to this server, spoken with
+  // a raw socket: the protocol document's rules, checked on our lean server.
+  describe('graphql-ws server conformance', () => {
+    const query = (raw: RawSocket, id: string, text: string, extra: object = {}) =>
+      raw.send({ id, type: 'subscribe', payload: { query: text, ...extra } });
+
+    it('closes 4406 when the graphql-transport-ws subprotocol is not offered', async () => {
+      const raw = await open({ protocol: null });
+      expect((await raw.closed()).code).toBe(4406);
+    });
+
+    it('acknowledges connection_init without a payload', async () => {
+      const raw = await open();
+      raw.send({ type: 'connection_init' });
+      expect(await raw.messages.next()).toEqual({ type: 'connection_ack' });
+    });
+
+    it('answers a ping before connection_init and ignores pongs', async () => {
+      const raw = await open();
+      raw.send({ type: 'pong' });
+      raw.send({ type: 'ping' });
+      expect(await raw.messages.next()).toEqual({ type: 'pong' });
+      raw.send({ type: 'connection_init' });
+      expect(await raw.messages.next()).toEqual({ type: 'connection_ack' });
+    });
+
+    it('closes 4400 on a connection_init whose payload is not an object', async () => {
+      const raw = await open();
+      raw.send({ type: 'connection_init', payload: 'nope' });
+      expect((await raw.closed()).code).toBe(4400);
+    });
+
+    it.each([
+      ['connection_ack', { type: 'connection_ack' }],
+      ['next', { id: '1', type: 'next', payload: {} }],
+      ['error', { id: '1', type: 'error', payload: [] }],
+    ])('closes 4400 on a %s message from the client', async (_name, message) => {
+      const raw = await acked();
+      raw.send(message);
+      expect((await raw.closed()).code).toBe(4400);
+    });
+
+    it('closes 4400 on a binary message', async () => {
+      const raw = await acked();
+      raw.send(Buffer.from(JSON.stringify({ type: 'ping' })));
+      expect((await raw.closed()).code).toBe(4400);
+    });
+
+    it('sends next then complete for a query, and the id may be reused afterwards', async () => {
+      const raw = await acked(await server.token('conf-query'));
+      for (let round = 0; round < 2; round++) {
+        query(raw, 'q', '{ viewer { userId } }');
+        expect(await raw.messages.next()).toEqual({
+          id: 'q',
+          type: 'next',
+          payload: { data: { viewer: { userId: 'conf-query' } } },
+        });
+        expect(await raw.messages.next()).toEqual({ id: 'q', type: 'complete' });
+      }
+    });
+
+    it('sends error (and no complete) for an invalid operation, then accepts the id again', async () => {
+      const raw = await acked(await server.token('conf-error'));
+      query(raw, 'e', '{ nope }');
+      const error = (await raw.messages.next()) as { id: string; type: string; payload: unknown[] };
+      expect(error).toMatchObject({ id: 'e', type: 'error' });
+      expect(error.payload.length).toBeGreaterThan(0);
+      query(raw, 'e', '{ viewer { userId } }', { operationName: 'Missing' });
+      expect(await raw.messages.next()).toMatchObject({ id: 'e', type: 'error' });
+      query(raw, 'e', '{ viewer { userId } }');
+      expect(await raw.messages.next()).toMatchObject({ id: 'e', type: 'next' });
+      expect(await raw.messages.next()).toEqual({ id: 'e', type: 'complete' });
+    });
+
+    it('stops a subscription on complete, sends nothing more for it, and ignores unknown ids', async () => {
+      const user = 'conf-complete';
+      const token = await server.token(user);
+      const raw = await acked(token);
+      query(raw, 's', 'subscription { notify { __typename ... on NotifyChannel { channelId } } }');
+      const first = (await raw.messages.next()) as {
+        payload: { data: { notify: { channelId: string } } };
+      };
+      const { channelId } = first.payload.data.notify;
+      raw.send({ id: 's', type: 'complete' });
+      raw.send({ id: 'never-started', type: 'complete' });
+      // A message to the user is not delivered on the completed id; a marker query still is.
+      const publish = `mutation { publish(input: { channelId: "${channelId}", name: "late", toUsers: ["${user}"] }) }`;
+      query(raw, 'p', publish);
+      expect(await raw.messages.next()).toMatchObject({ id: 'p', type: 'next' });
+      expect(await raw.messages.next()).toEqual({ id: 'p', type: 'complete' });
+      query(raw, 'm', '{ viewer { userId } }');
+      expect(await raw.messages.next()).toMatchObject({ id: 'm', type: 'next' });
+      expect(await raw.messages.next()).toEqual({ id: 'm', type: 'complete' });
+      expect(raw.messages.pending).toHaveLength(0);
+      expect(raw.socket.readyState).toBe(raw.socket.OPEN);
+    });
+
+    it('ends the operations of a socket that closes', async () => {
+      const user = 'conf-close';
+      const raw = await acked(await server.token(user));
+      query(raw, 's', 'subscription { notify { __typename } }');
+      await raw.messages.next();
+      const [connection] = server.app.connections.forUser(user);
+      raw.socket.close();
+      await new Promise<void>((resolve) => {
+        if (connection?.closed) resolve();
+        connection?.signal.addEventListener('abort', () => resolve());
+      });
+      expect(server.app.connections.forUser(user)).toHaveLength(0);
+    });
+  });
 });

@@ -49,7 +49,7 @@ export function createOperationRunner(options: OperationRunnerOptions) {
   function prepare(
     enveloped: ReturnType<Yoga['getEnveloped']>,
     params: OperationParams,
-  ): Refused | { document: DocumentNode; type: OperationTypeNode | undefined } {
+  ): Refused | { document: DocumentNode; type: OperationTypeNode } {
     const nul = nulError(params);
     if (nul) return { errors: [nul] };
     let document: DocumentNode;
@@ -67,7 +67,12 @@ export function createOperationRunner(options: OperationRunnerOptions) {
       throw error;
     }
     if (errors.length > 0) return { errors };
-    return { document, type: getOperationAST(document, params.operationName)?.operation };
+    const operation = getOperationAST(document, params.operationName);
+    if (!operation) {
+      const named = params.operationName ? ` named "${params.operationName}"` : '';
+      return { errors: [new GraphQLError(`Unable to identify the operation${named}`)] };
+    }
+    return { document, type: operation.operation };
   }
 
   return {
