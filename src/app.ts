@@ -128,6 +128,7 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     maxPerUser: config.MAX_CONNECTIONS_PER_USER,
     maxAnonymous: config.ANONYMOUS_CONNECTIONS,
     maxBufferedBytes: config.WS_MAX_BUFFERED_BYTES,
+    expiryWarningMs: config.TOKEN_EXPIRY_WARNING_S * 1000,
     // Every open connection with a user feeds chat presence (first/last connection per group).
     track: (connection) => services.chat.track(connection),
     onLimit: (limit, viewer) => services.limits.report(limit, { user: viewer?.userId ?? null }),
@@ -237,12 +238,14 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     });
   };
 
+  // Defined once, not per upgrade: a listener that outlives the handshake must not share a
+  // closure scope with the (large) upgrade request.
+  const onUpgradeSocketError = (error: Error) =>
+    logger.debug({ err: error }, 'upgrade socket error');
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
-    socket.on('error', (error) => logger.debug({ err: error }, 'upgrade socket error'));
-    if (path === '/graphql') {
-      return websockets.accept(req, socket, head, (ws) => graphqlWs.serve(ws, req));
-    }
+    socket.on('error', onUpgradeSocketError);
+    if (path === '/graphql') return websockets.accept(req, socket, head, graphqlWs.serve);
     const shim = matchRoute(legacy, path);
     if (shim?.route.upgrade) return shim.route.upgrade(req, socket, head, shim.path);
     refuseUpgrade(socket, 404, 'Not Found');

@@ -180,6 +180,12 @@ export const SETTINGS = {
     schema: positiveInt,
     default: '4000',
   }),
+  TOKEN_EXPIRY_WARNING_S: setting({
+    description:
+      'Seconds before a connection token expires at which `subscription { session }` yields TokenExpiring (once per token).',
+    schema: positiveInt,
+    default: '60',
+  }),
   WS_TOKEN_TTL_S: setting({
     description: 'Lifetime of a single-use ws token (createWsToken, chatter ws_token), in seconds.',
     schema: positiveInt,

@@ -14,7 +14,25 @@ export interface Binding {
   readonly signal: AbortSignal;
   /** The consumer fell behind its buffer: the connection is closed as a slow consumer. */
   overflow(): void;
+  /**
+   * Replaces the connection's identity with a newer token of the same user (the caller checks
+   * that): it then expires with the new token. Absent where nothing outlives a request (HTTP).
+   */
+  renew?(viewer: Viewer): void;
+  /**
+   * Calls `listener` with the connection's session events until the returned function is
+   * called. Absent where nothing outlives a request (HTTP).
+   */
+  watchSession?(listener: (event: SessionEvent) => void): () => void;
 }
+
+/**
+ * What happens to a connection's token: it expires within TOKEN_EXPIRY_WARNING_S (once per
+ * token), or it was replaced by `renew`. `expiresAt` is epoch milliseconds.
+ */
+export type SessionEvent =
+  | { kind: 'expiring'; expiresAt: number }
+  | { kind: 'refreshed'; expiresAt: number };
 
 /** The open connections of this instance, as the domain needs them. */
 export interface ConnectionRegistry {

@@ -1,6 +1,6 @@
 import type { Viewer } from '../auth/index.ts';
 import { CloseCode } from '../close-codes.ts';
-import type { Binding, Transport } from '../domain/connections.ts';
+import type { Binding, SessionEvent, Transport } from '../domain/connections.ts';
 
 /**
  * How the core reaches one client: the protocol adapter's side of a connection (a WebSocket,
@@ -36,6 +36,10 @@ export interface ConnectionHost {
   scheduleFlush(connection: Connection): void;
   /** Called once when the connection ends, whoever ended it. */
   released(connection: Connection): void;
+  /** Gives the connection a newer token of its user (limits, expiry and tracking follow). */
+  renew(connection: Connection, viewer: Viewer): void;
+  /** The connection's session got its first watcher, or lost its last. */
+  sessionWatched(connection: Connection, watched: boolean): void;
 }
 
 let lastId = 0;
@@ -57,6 +61,11 @@ export class Connection implements Binding {
   #corked = false;
   /** The expiry bucket (epoch second) the core filed this connection under, if any. */
   expiryBucket: number | null = null;
+  /** The bucket of the session warning before expiry, while the session is watched. */
+  warningBucket: number | null = null;
+  #sessionListeners: Set<(event: SessionEvent) => void> | null = null;
+  /** The token expiry already warned about: each token is warned once. */
+  #warnedFor: number | null = null;
   /** Ends what follows the connection's user (chat presence); set by the core's tracker. */
   untrack: (() => void) | null = null;
 
@@ -111,6 +120,40 @@ export class Connection implements Binding {
     if (!this.#corked) return;
     this.#corked = false;
     this.#wire.uncork();
+  }
+
+  /** Whether something listens to the connection's session events. */
+  get sessionWatched(): boolean {
+    return (this.#sessionListeners?.size ?? 0) > 0;
+  }
+
+  renew(viewer: Viewer): void {
+    if (this.closed) return;
+    this.#host.renew(this, viewer);
+    if (viewer.expiresAt !== null) this.#emit({ kind: 'refreshed', expiresAt: viewer.expiresAt });
+  }
+
+  watchSession(listener: (event: SessionEvent) => void): () => void {
+    this.#sessionListeners ??= new Set();
+    const first = this.#sessionListeners.size === 0;
+    this.#sessionListeners.add(listener);
+    if (first) this.#host.sessionWatched(this, true);
+    return () => {
+      if (!this.#sessionListeners?.delete(listener) || this.#sessionListeners.size > 0) return;
+      this.#host.sessionWatched(this, false);
+    };
+  }
+
+  /** The token expires within the warning time (called by the core's sweep). */
+  warnExpiring(): void {
+    const expiresAt = this.viewer?.expiresAt ?? null;
+    if (expiresAt === null || this.#warnedFor === expiresAt) return;
+    this.#warnedFor = expiresAt;
+    this.#emit({ kind: 'expiring', expiresAt });
+  }
+
+  #emit(event: SessionEvent): void {
+    for (const listener of this.#sessionListeners ?? []) listener(event);
   }
 
   /** Its consumer fell behind (a full subscription buffer, too many unsent bytes). */

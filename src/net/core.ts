@@ -4,6 +4,7 @@ import type { ConnectionRegistry, ConnectionTracker, Transport } from '../domain
 import { RateLimitedError, unauthenticated } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { Connection, type ConnectionHost, type Wire } from './connection.ts';
+import { Deadlines } from './deadlines.ts';
 
 /** The limits the core enforces on every transport alike. */
 export interface ConnectionLimits {
@@ -18,6 +19,8 @@ export interface ConnectionLimits {
   maxAnonymous: number;
   /** Unsent bytes tolerated on one wire before it is closed as a slow consumer. */
   maxBufferedBytes: number;
+  /** How long before its token's exp a watched session is warned (TOKEN_EXPIRY_WARNING_S). */
+  expiryWarningMs: number;
 }
 
 export interface ConnectionCoreOptions extends ConnectionLimits {
@@ -58,58 +61,27 @@ export function createConnectionCore(options: ConnectionCoreOptions) {
     for (const connection of batch) connection.flush();
   };
 
-  // Expiry: connections filed by the epoch second their token expires; one timer for the
-  // earliest second.
-  const expiries = new Map<number, Set<Connection>>();
-  let expiryTimer: NodeJS.Timeout | null = null;
-  let expiryAt = Number.POSITIVE_INFINITY;
-  const armExpiry = () => {
-    let next = Number.POSITIVE_INFINITY;
-    for (const second of expiries.keys()) if (second < next) next = second;
-    if (next === expiryAt && expiryTimer) return;
-    if (expiryTimer) clearTimeout(expiryTimer);
-    expiryTimer = null;
-    expiryAt = next;
-    if (next === Number.POSITIVE_INFINITY) return;
-    // setTimeout's range is 24.8 days; later expiries are re-armed then.
-    const wait = Math.min(Math.max(0, next * 1000 - Date.now()), 2 ** 31 - 1);
-    expiryTimer = setTimeout(sweepExpiries, wait);
-    expiryTimer.unref();
-  };
-  function sweepExpiries() {
-    expiryTimer = null;
-    expiryAt = Number.POSITIVE_INFINITY;
-    const now = Date.now();
-    for (const [second, connections] of expiries) {
-      if (second * 1000 > now) continue;
-      expiries.delete(second);
-      for (const connection of connections) {
-        connection.expiryBucket = null;
-        connection.close(CloseCode.TokenExpired, 'token expired');
-      }
-    }
-    armExpiry();
-  }
+  // Expiry at the token's exp, and the session warning TOKEN_EXPIRY_WARNING_S before it (only
+  // for connections whose session is watched): one timer each per instance.
+  const expiries = new Deadlines<Connection>(
+    (connection) => connection.close(CloseCode.TokenExpired, 'token expired'),
+    { get: (c) => c.expiryBucket, set: (c, second) => void (c.expiryBucket = second) },
+  );
+  const warnings = new Deadlines<Connection>((connection) => connection.warnExpiring(), {
+    get: (c) => c.warningBucket,
+    set: (c, second) => void (c.warningBucket = second),
+  });
   const fileExpiry = (connection: Connection) => {
     const expiresAt = connection.viewer?.expiresAt;
     if (expiresAt == null) return;
-    const second = Math.ceil(expiresAt / 1000);
-    let bucket = expiries.get(second);
-    if (!bucket) {
-      bucket = new Set();
-      expiries.set(second, bucket);
+    expiries.add(connection, expiresAt);
+    if (connection.sessionWatched) {
+      warnings.add(connection, expiresAt - options.expiryWarningMs);
     }
-    bucket.add(connection);
-    connection.expiryBucket = second;
-    if (second < expiryAt) armExpiry();
   };
   const unfileExpiry = (connection: Connection) => {
-    const second = connection.expiryBucket;
-    if (second === null) return;
-    connection.expiryBucket = null;
-    const bucket = expiries.get(second);
-    bucket?.delete(connection);
-    if (bucket?.size === 0) expiries.delete(second);
+    expiries.delete(connection);
+    warnings.delete(connection);
   };
 
   // Keep-alive: one sweep per distinct period over the wires that use it.
@@ -128,6 +100,12 @@ export function createConnectionCore(options: ConnectionCoreOptions) {
 
   const host: ConnectionHost = {
     maxBufferedBytes: options.maxBufferedBytes,
+    renew: (connection, viewer) => core.identify(connection, viewer),
+    sessionWatched(connection, watched) {
+      const expiresAt = connection.viewer?.expiresAt;
+      if (!watched) warnings.delete(connection);
+      else if (expiresAt != null) warnings.add(connection, expiresAt - options.expiryWarningMs);
+    },
     scheduleFlush(connection) {
       if (dirty.length === 0) process.nextTick(flushAll);
       dirty.push(connection);
@@ -288,8 +266,8 @@ export function createConnectionCore(options: ConnectionCoreOptions) {
     },
 
     stop(): void {
-      if (expiryTimer) clearTimeout(expiryTimer);
-      expiryTimer = null;
+      expiries.stop();
+      warnings.stop();
       for (const timer of keepAlives.values()) clearInterval(timer);
       keepAlives.clear();
     },

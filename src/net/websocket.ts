@@ -24,7 +24,7 @@ export function createWebSocketAcceptor(options: { maxPayloadBytes: number }) {
       request: IncomingMessage,
       socket: Duplex,
       head: Buffer,
-      onSocket: (ws: WebSocket) => void,
+      onSocket: (ws: WebSocket, request: IncomingMessage) => void,
     ): void {
       wss.handleUpgrade(request, socket, head, onSocket);
     },

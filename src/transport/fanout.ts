@@ -43,22 +43,103 @@ export interface FanoutRequest {
  * context (they resolve from the event alone).
  */
 export function createFanout(metrics: Metrics) {
-  /** Per event object: group id -> serialized result (or its pending promise). */
-  const results = new WeakMap<object, Map<number, string | Promise<string>>>();
-  const groups = new Map<string, number>();
+  /** Per event object: group -> serialized result (or its pending promise). */
+  const results = new WeakMap<object, Map<Group, string | Promise<string>>>();
+  const groups = new Map<string, Group>();
   let executions = 0;
 
-  const groupOf = (query: string, args: ExecutionArgs) => {
+  /**
+   * Subscribers of the same operation text, operation name and variables. The group holds what
+   * per-event execution needs, once for all of them; the subscribe-time context is not kept
+   * (see EVENT_CONTEXT).
+   */
+  class Group {
+    readonly #args: Pick<ExecutionArgs, 'schema' | 'document' | 'variableValues' | 'operationName'>;
+    readonly #maskError: FanoutRequest['maskError'];
+    /** The root field, the label of the subscriptions gauge. */
+    readonly field: string;
+
+    constructor(args: ExecutionArgs, maskError: FanoutRequest['maskError']) {
+      const { schema, document, variableValues, operationName } = args;
+      this.#args = { schema, document, variableValues, operationName };
+      this.#maskError = maskError;
+      this.field = rootFieldOf(args);
+    }
+
+    masked(result: ExecutionResult): ExecutionResult {
+      if (!result.errors) return result;
+      const maskError = this.#maskError;
+      const errors = result.errors.map((e) => maskError(e, 'Unexpected error.') as GraphQLError);
+      return { ...result, errors };
+    }
+
+    /** The serialized result of `event`, executed once per event for the whole group. */
+    resultFor(event: unknown): string | Promise<string> {
+      if (typeof event !== 'object' || event === null) return this.#run(event);
+      let byGroup = results.get(event);
+      if (!byGroup) {
+        byGroup = new Map();
+        results.set(event, byGroup);
+      }
+      let result = byGroup.get(this);
+      if (result === undefined) {
+        result = this.#run(event);
+        byGroup.set(this, result);
+      }
+      return result;
+    }
+
+    #run(event: unknown): string | Promise<string> {
+      executions += 1;
+      metrics.executions.inc();
+      // Once per event per group: the publish time travels with the event (pubsub envelope).
+      const publishedAt = publishTimeOf(event);
+      if (publishedAt !== undefined) {
+        metrics.deliveryLatency.observe(Math.max(0, Date.now() - publishedAt) / 1000);
+      }
+      // graphql-js' own per-event step (what `subscribe` maps every event through), once.
+      const result = execute({ ...this.#args, contextValue: EVENT_CONTEXT, rootValue: event });
+      return isPromiseLike(result)
+        ? Promise.resolve(result).then((r) => JSON.stringify(this.masked(r)))
+        : JSON.stringify(this.masked(result));
+    }
+  }
+
+  const groupOf = ({ query, args, maskError }: FanoutRequest): Group => {
     const key = `${args.operationName ?? ''}\u0000${query}\u0000${JSON.stringify(args.variableValues ?? {})}`;
-    let id = groups.get(key);
-    if (id === undefined) {
-      id = groups.size;
+    let group = groups.get(key);
+    if (group === undefined) {
+      group = new Group(args, maskError);
       // The map is bounded by the distinct operations clients send; a cap keeps a client that
       // sends endless distinct variables from growing it (beyond it, groups are not shared).
-      if (groups.size < 100_000) groups.set(key, id);
+      if (groups.size < 100_000) groups.set(key, group);
     }
-    return id;
+    return group;
   };
+
+  /** Writes a group's results to one subscriber's sink, in event order. */
+  function deliverTo(group: Group, subscription: Subscription<unknown>, sink: OperationSink) {
+    // Results that need async execution keep their order behind this tail.
+    let tail: Promise<void> | null = null;
+    const emit = (json: string) => {
+      metrics.tally.deliveries += 1;
+      sink.next(json);
+    };
+    return (event: unknown) => {
+      const result = group.resultFor(event);
+      if (typeof result === 'string' && tail === null) return emit(result);
+      const previous: Promise<void> = tail ?? Promise.resolve();
+      const next: Promise<void> = previous
+        .then(() => result)
+        .then((json) => {
+          if (!subscription.done) emit(json);
+        })
+        .finally(() => {
+          if (tail === next) tail = null;
+        });
+      tail = next;
+    };
+  }
 
   return {
     /** Results executed so far (a test counts them: one per event per group). */
@@ -75,88 +156,19 @@ export function createFanout(metrics: Metrics) {
       request: FanoutRequest,
       sink: OperationSink,
     ): Promise<ExecutionResult | StopOperation> {
-      const { args } = request;
-      const emit = (json: string) => {
-        metrics.tally.deliveries += 1;
-        sink.next(json);
-      };
-      const masked = (result: ExecutionResult): ExecutionResult =>
-        result.errors
-          ? {
-              ...result,
-              errors: result.errors.map(
-                (error) => request.maskError(error, 'Unexpected error.') as GraphQLError,
-              ),
-            }
-          : result;
-      const source = await createSourceEventStream(args);
-      if (!(Symbol.asyncIterator in source)) return masked(source);
+      const group = groupOf(request);
+      const source = await createSourceEventStream(request.args);
+      if (!(Symbol.asyncIterator in source)) return group.masked(source);
       const subscription =
         source instanceof Subscription ? (source as Subscription<unknown>) : adopt(source);
-      const group = groupOf(request.query, args);
-      // What per-event execution needs; the subscribe-time context is not kept (see EVENT_CONTEXT).
-      const { schema, document, variableValues, operationName } = args;
-      const field = rootFieldOf(args);
+      const { field } = group;
       metrics.subscriptions.inc({ field });
       let stopped = false;
       subscription.onEnd(() => {
         metrics.subscriptions.dec({ field });
         if (!stopped) sink.complete();
       });
-
-      const run = (event: unknown): string | Promise<string> => {
-        executions += 1;
-        metrics.executions.inc();
-        // Once per event per group: the publish time travels with the event (pubsub envelope).
-        const publishedAt = publishTimeOf(event);
-        if (publishedAt !== undefined) {
-          metrics.deliveryLatency.observe(Math.max(0, Date.now() - publishedAt) / 1000);
-        }
-        // graphql-js' own per-event step (what `subscribe` maps every event through), once.
-        const result = execute({
-          schema,
-          document,
-          variableValues,
-          operationName,
-          contextValue: EVENT_CONTEXT,
-          rootValue: event,
-        });
-        return isPromiseLike(result)
-          ? Promise.resolve(result).then((r) => JSON.stringify(masked(r)))
-          : JSON.stringify(masked(result));
-      };
-      const resultFor = (event: unknown): string | Promise<string> => {
-        if (typeof event !== 'object' || event === null) return run(event);
-        let byGroup = results.get(event);
-        if (!byGroup) {
-          byGroup = new Map();
-          results.set(event, byGroup);
-        }
-        let result = byGroup.get(group);
-        if (result === undefined) {
-          result = run(event);
-          byGroup.set(group, result);
-        }
-        return result;
-      };
-
-      // Results that need async execution keep their order behind this tail.
-      let tail: Promise<void> | null = null;
-      const deliver = (event: unknown) => {
-        const result = resultFor(event);
-        if (typeof result === 'string' && tail === null) return emit(result);
-        const previous: Promise<void> = tail ?? Promise.resolve();
-        const next: Promise<void> = previous
-          .then(() => result)
-          .then((json) => {
-            if (!subscription.done) emit(json);
-          })
-          .finally(() => {
-            if (tail === next) tail = null;
-          });
-        tail = next;
-      };
-      subscription.drain(deliver);
+      subscription.drain(deliverTo(group, subscription, sink));
       return () => {
         stopped = true;
         subscription.end();
