@@ -9,7 +9,8 @@ COPY prisma ./prisma
 COPY prisma.config.ts codegen.yml tsconfig.json tsconfig.build.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY src ./src
-RUN node scripts/generate.mjs --force --only=prisma && npm run build
+RUN node scripts/generate.mjs --force --only=prisma \
+  && node scripts/generate.mjs --only=graphiql && npm run build
 
 # --- runtime dependencies only, without install scripts (nothing to compile or download)
 FROM node:20-bookworm-slim AS deps
@@ -25,6 +26,8 @@ COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 # The /demo page's static files, read at start-up beside the compiled demo.js.
 COPY --from=build /app/src/transport/demo ./dist/transport/demo
+# GraphiQL's content-hashed, precompressed assets (made by scripts/generate.mjs).
+COPY --from=build /app/src/transport/generated/graphiql ./dist/transport/generated/graphiql
 COPY package.json ./
 COPY prisma ./prisma
 RUN mkdir -p /data && chown node:node /data

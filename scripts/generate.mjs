@@ -8,10 +8,20 @@
 // To add a step, write an async function and call it from main() with runStep().
 
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, relative } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { brotliCompressSync, gzipSync, constants as zlib } from 'node:zlib';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const require = createRequire(import.meta.url);
@@ -22,6 +32,7 @@ const only = process.argv.find((arg) => arg.startsWith('--only='))?.slice('--onl
 async function main() {
   if (!only || only === 'prisma') await runStep('prisma client', generatePrismaClient);
   if (!only || only === 'documents') await runStep('typed documents', generateTypedDocuments);
+  if (!only || only === 'graphiql') await runStep('graphiql assets', generateGraphiQLAssets);
 }
 
 /** Runs one step, timing it; a thrown error ends the process with exit code 1. */
@@ -111,6 +122,84 @@ async function generateTypedDocuments() {
   } finally {
     process.chdir(previous);
   }
+  return true;
+}
+
+/** Bumped when the files generateGraphiQLAssets writes change shape. */
+const GRAPHIQL_FORMAT = 2;
+/** URL path the GraphiQL assets are served under (src/transport/graphiql.ts serves it). */
+const GRAPHIQL_PATH = '/graphiql/';
+
+/**
+ * GraphiQL's assets as separate files for src/transport/graphiql.ts, from the bundle of
+ * @graphql-yoga/render-graphiql (which would otherwise inline 8.8 MB into every page): the
+ * script, the style sheet, Monaco's three workers and the icon, each named by its content hash
+ * and written plain, gzip (.gz) and brotli (.br) compressed, plus manifest.json. Written to
+ * src/transport/generated/graphiql/. Skipped when the manifest was made from the installed
+ * version in the current format.
+ */
+async function generateGraphiQLAssets() {
+  const output = join(root, 'src/transport/generated/graphiql');
+  const manifestFile = join(output, 'manifest.json');
+  const packageJson = resolvePackageJson('@graphql-yoga/render-graphiql');
+  const { version } = JSON.parse(readFileSync(packageJson, 'utf8'));
+  const stamp = `${version}/${GRAPHIQL_FORMAT}`;
+  if (existsSync(manifestFile) && !force) {
+    const previous = JSON.parse(readFileSync(manifestFile, 'utf8'));
+    if (previous.stamp === stamp) return false;
+  }
+  const bundle = await import(pathToFileURL(join(dirname(packageJson), 'esm/graphiql.js')).href);
+  rmSync(output, { recursive: true, force: true });
+  mkdirSync(output, { recursive: true });
+
+  const files = {};
+  /** Writes one asset (plain, .gz, .br) under its hashed name; returns its URL path. */
+  const emit = (name, ext, type, content) => {
+    const body = Buffer.from(content);
+    const hash = createHash('sha256').update(body).digest('hex').slice(0, 16);
+    const file = `${name}.${hash}.${ext}`;
+    writeFileSync(join(output, file), body);
+    writeFileSync(join(output, `${file}.gz`), gzipSync(body, { level: 9 }));
+    const br = brotliCompressSync(body, {
+      params: {
+        [zlib.BROTLI_PARAM_QUALITY]: zlib.BROTLI_MAX_QUALITY,
+        [zlib.BROTLI_PARAM_SIZE_HINT]: body.length,
+        [zlib.BROTLI_PARAM_MODE]: type.startsWith('text/') ? zlib.BROTLI_MODE_TEXT : 0,
+      },
+    });
+    writeFileSync(join(output, `${file}.br`), br);
+    files[file] = { type, bytes: body.length };
+    return `${GRAPHIQL_PATH}${file}`;
+  };
+
+  const js = 'text/javascript; charset=utf-8';
+  const workers = {
+    editorWorkerService: emit('editor.worker', 'js', js, bundle.editorWorkerService),
+    json: emit('json.worker', 'js', js, bundle.jsonWorker),
+    graphql: emit('graphql.worker', 'js', js, bundle.graphqlWorker),
+  };
+  // One script: Monaco's worker URLs first (read as the bundle loads), then the bundle, then the
+  // render call with the options the page carries as JSON (so the page needs no inline script).
+  const script = [
+    `self.MonacoEnvironment={globalAPI:false,getWorkerUrl:function(_id,label){return ${JSON.stringify(workers)}[label];}};`,
+    bundle.js,
+    // GraphiQL does not send its headers tab over graphql-ws: there the page's `?token=` becomes
+    // the connection_init payload.
+    ';(function(){var o=JSON.parse(document.getElementById("graphiql-options").textContent);' +
+      'if(o.subscriptionsProtocol==="WS")o.connectionParams=function(){' +
+      'var t=new URLSearchParams(location.search).get("token");' +
+      'return t?{authorization:"Bearer "+t}:{};};' +
+      'YogaGraphiQL.renderYogaGraphiQL(document.getElementById("root"),o);})();',
+  ].join('\n');
+  const icon = /^data:([^;,]+);base64,(.*)$/s.exec(bundle.favicon);
+  const manifest = {
+    stamp,
+    script: emit('graphiql', 'js', js, script),
+    style: emit('graphiql', 'css', 'text/css; charset=utf-8', bundle.css),
+    icon: icon ? emit('favicon', 'ico', icon[1], Buffer.from(icon[2], 'base64')) : null,
+    files,
+  };
+  writeFileSync(manifestFile, `${JSON.stringify(manifest, null, 2)}\n`);
   return true;
 }
 

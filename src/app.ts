@@ -24,6 +24,7 @@ import { schema } from './schema/index.ts';
 import { createContextFactory } from './transport/context.ts';
 import { createDemo, isDemoPath } from './transport/demo.ts';
 import { createFanout, type Fanout } from './transport/fanout.ts';
+import { createGraphiQL } from './transport/graphiql.ts';
 import { createGraphQLWsServer } from './transport/graphql-ws.ts';
 import { createHealth } from './transport/health.ts';
 import {
@@ -150,7 +151,6 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     schema,
     context: createContextFactory({ auth, services, db, pubsub }) as never,
     logger,
-    graphiql: config.GRAPHIQL,
     limits: {
       depth: config.GRAPHQL_MAX_DEPTH,
       aliases: config.GRAPHQL_MAX_ALIASES,
@@ -195,6 +195,7 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
   });
   const health = createHealth(dependencies);
   const demo = await createDemo({ auth, logger });
+  const graphiql = await createGraphiQL({ enabled: config.GRAPHIQL, logger });
 
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
@@ -208,6 +209,7 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
       if (path === '/readyz') return health.ready(res);
       if (path === '/metrics') return serveMetrics(metrics, res);
       if (isDemoPath(path)) return demo.handle(req, res, path);
+      if (graphiql.matches(req, path)) return graphiql.handle(req, res, path);
       if (path === '/graphql' && isSseRequest(req)) {
         // yoga answers the CORS preflight; the stream itself needs the allow header too.
         const origin = allowedOrigin(config.ALLOWED_ORIGINS, req.headers.origin);

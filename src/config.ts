@@ -25,7 +25,7 @@ const rateLimit = z
   });
 
 interface Setting<T extends z.ZodType> {
-  /** One line for the README's table and for error messages. */
+  /** One line for the configuration table (docs/configuration.md) and for error messages. */
   description: string;
   schema: T;
   /** Used when the variable is unset or empty; undefined means "not set". */
@@ -37,8 +37,8 @@ interface Setting<T extends z.ZodType> {
 const setting = <S extends Setting<z.ZodType>>(s: S) => s;
 
 /**
- * Every environment variable the server reads, its default and what it does. The README's
- * configuration table is checked against this list by a test.
+ * Every environment variable the server reads, its default and what it does. The table in
+ * docs/configuration.md is checked against this list by a test.
  */
 export const SETTINGS = {
   PORT: setting({ description: 'TCP port of the HTTP server.', schema: port, default: '4000' }),
@@ -455,7 +455,7 @@ export function loadConfig(env: Env = process.env): Config {
   return out as Config;
 }
 
-/** The README's configuration table (markdown), one row per setting. */
+/** The configuration table of docs/configuration.md (markdown), one row per setting. */
 export function configTable(): string {
   const rows = Object.entries(SETTINGS).map(([name, s]: [string, Setting<z.ZodType>]) => {
     const fallback = s.default === undefined ? 'unset' : `\`${s.default}\``;

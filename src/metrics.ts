@@ -2,7 +2,7 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 
 /**
  * Prometheus metrics of one server instance, served at /metrics. One registry per app, so
- * several apps in one process (tests) keep their numbers apart. The README lists every metric.
+ * several apps in one process (tests) keep their numbers apart. docs/operations.md lists every metric.
  */
 export interface Metrics {
   registry: Registry;

@@ -65,22 +65,115 @@ function watchErrors(page: Page): string[] {
   return errors;
 }
 
+/** What Chromium saw of one response (Chrome DevTools Protocol, Network domain). */
+interface SeenResponse {
+  url: string;
+  status: number;
+  headers: Record<string, string>;
+  /** Bytes that came over the network for it (headers and encoded body); 0 from the cache. */
+  transferredBytes: number;
+  /** The encoded body's bytes (compressed, as sent). */
+  bodyBytes: number;
+  /** The decoded body's bytes. */
+  decodedBytes: number;
+  fromCache: boolean;
+}
+
+/**
+ * Watches a page's network through CDP: `requests` (url and Accept of every request, WebSockets
+ * included) as they happen, and `settled()`, the responses finished so far once the network has
+ * been quiet for a moment (bounded).
+ */
+async function watchNetwork(page: Page) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Network.enable');
+  const pending = new Map<string, SeenResponse>();
+  const done: SeenResponse[] = [];
+  const requests: { url: string; accept: string | undefined }[] = [];
+  let lastActivity = Date.now();
+  cdp.on('Network.requestWillBeSent', (event) => {
+    lastActivity = Date.now();
+    const headers = Object.fromEntries(
+      Object.entries(event.request.headers).map(([k, v]) => [k.toLowerCase(), String(v)]),
+    );
+    requests.push({ url: event.request.url, accept: headers['accept'] });
+  });
+  cdp.on('Network.webSocketCreated', (event) => {
+    requests.push({ url: event.url, accept: undefined });
+  });
+  cdp.on('Network.responseReceived', (event) => {
+    lastActivity = Date.now();
+    const { response } = event;
+    pending.set(event.requestId, {
+      url: response.url,
+      status: response.status,
+      headers: Object.fromEntries(
+        Object.entries(response.headers).map(([k, v]) => [k.toLowerCase(), String(v)]),
+      ),
+      transferredBytes: 0,
+      bodyBytes: 0,
+      decodedBytes: 0,
+      fromCache: Boolean(response.fromDiskCache || response.fromPrefetchCache),
+    });
+  });
+  const servedFromCache = new Set<string>();
+  cdp.on('Network.requestServedFromCache', (event) => {
+    servedFromCache.add(event.requestId);
+  });
+  cdp.on('Network.dataReceived', (event) => {
+    lastActivity = Date.now();
+    const seen = pending.get(event.requestId);
+    if (seen) seen.decodedBytes += event.dataLength;
+  });
+  cdp.on('Network.loadingFinished', (event) => {
+    lastActivity = Date.now();
+    const seen = pending.get(event.requestId);
+    if (!seen) return;
+    pending.delete(event.requestId);
+    if (servedFromCache.has(event.requestId)) seen.fromCache = true;
+    seen.transferredBytes = seen.fromCache ? 0 : event.encodedDataLength;
+    const length = Number(seen.headers['content-length']);
+    seen.bodyBytes = Number.isFinite(length) ? length : event.encodedDataLength;
+    if (seen.fromCache) seen.bodyBytes = 0;
+    done.push(seen);
+  });
+  return {
+    requests,
+    /** The finished responses once nothing happened for 500 ms (at most PAGE_WAIT_MS). */
+    async settled(): Promise<SeenResponse[]> {
+      await poll(() => Date.now() - lastActivity > 500).toBe(true);
+      return [...done];
+    },
+  };
+}
+
 describe('in a real browser (Chromium)', () => {
   const { a, b } = useInstances({ APPLAUSE_INTERVAL_MS: '200', APPLAUSE_WINDOW_S: '60' });
 
-  it('GraphiQL runs a notify subscription and shows a message published by the test', async () => {
-    const token = await a.token('graphiql-user');
+  /** Largest GraphiQL page (the HTML document itself; its assets are separate files). */
+  const PAGE_MAX_BYTES = 200 * 1024;
+
+  /**
+   * Opens GraphiQL (`/graphql` plus `search`), runs a notify subscription with a token pasted into
+   * the headers tab, and waits for a message published by the test on the other instance.
+   * Returns what went over the network while the page loaded, from Chromium's own accounting.
+   */
+  async function notifyInGraphiQL(search: string, name: string, token: string) {
     const page = await context.newPage();
     const errors = watchErrors(page);
+    const network = await watchNetwork(page);
+    // GraphiQL keeps its tabs and headers in localStorage: every visit starts afresh.
+    await page.addInitScript(() => localStorage.clear());
     const query =
       'subscription Watch {\n  notify {\n    __typename\n    ... on NotifyChannel { channelId }\n' +
       '    ... on NotifyMessage { senderUserId name message }\n  }\n}\n';
-    await page.goto(`${a.url}/graphql?query=${encodeURIComponent(query)}`);
+    await page.goto(`${a.url}/graphql?${search}query=${encodeURIComponent(query)}`);
     try {
       await page.locator('.graphiql-container').first().waitFor();
     } catch (error) {
       throw new Error(`GraphiQL did not render: ${errors.join('; ')}`, { cause: error });
     }
+    const loaded = network.settled();
 
     // The token goes into GraphiQL's headers editor, as a user would paste it.
     await page.getByRole('button', { name: /^headers$/i }).click();
@@ -96,13 +189,13 @@ describe('in a real browser (Chromium)', () => {
     await poll(resultText)
       .toContain('channelId')
       .catch(async (error: unknown) => {
-        await page.screenshot({ path: join(ARTIFACTS, 'graphiql-failure.png') });
-        throw error;
+        await page.screenshot({ path: join(ARTIFACTS, `graphiql-${name}-failure.png`) });
+        throw new Error(`no channel id; page errors: ${errors.join('; ')}`, { cause: error });
       });
     const channelId = /"channelId": "([^"]+)"/.exec(await resultText())?.[1];
     expect(channelId).toMatch(/:graphiql-user:/);
 
-    // Published on the other instance: it travels through Redis to the browser's socket.
+    // Published on the other instance: it travels through Redis to the browser's stream.
     const sender = await b.token('graphiql-sender');
     const published = await gql(
       b.url,
@@ -110,7 +203,7 @@ describe('in a real browser (Chromium)', () => {
       {
         input: {
           channelId: 'AAAAAAAA:graphiql-sender:1',
-          name: 'hello-from-the-test',
+          name: `hello-over-${name}`,
           message: { text: 'Shown in GraphiQL' },
           toChannels: [channelId as string],
         },
@@ -118,9 +211,80 @@ describe('in a real browser (Chromium)', () => {
       sender,
     );
     expect(published.body.errors).toBeUndefined();
-    await poll(resultText).toContain('hello-from-the-test');
+    await poll(resultText).toContain(`hello-over-${name}`);
     expect(await resultText()).toContain('"text": "Shown in GraphiQL"');
-    await page.screenshot({ path: join(ARTIFACTS, 'graphiql-subscription.png') });
+    await page.screenshot({ path: join(ARTIFACTS, `graphiql-${name}.png`) });
+    // No script error and no Content-Security-Policy violation on the way.
+    expect(errors).toEqual([]);
+    return { page, loaded: await loaded, requests: network.requests };
+  }
+
+  it('GraphiQL: a small page, compressed and immutable assets from this server; a notify subscription over graphql-sse', async () => {
+    const first = await notifyInGraphiQL('', 'sse', await a.token('graphiql-user'));
+    // The subscription went to the graphql-sse server at /graphql itself.
+    expect(
+      first.requests.some(
+        (r) => r.url.startsWith(`${a.url}/graphql`) && r.accept === 'text/event-stream',
+      ),
+    ).toBe(true);
+    const { loaded } = first;
+    const origin = new URL(a.url).origin;
+    // Nothing from another host.
+    expect(loaded.filter((r) => !r.url.startsWith(origin) && !/^(data|blob):/.test(r.url))).toEqual(
+      [],
+    );
+    const document = loaded.find((r) => new URL(r.url).pathname === '/graphql');
+    expect(document?.status).toBe(200);
+    expect(document?.bodyBytes).toBeGreaterThan(0);
+    expect(document?.bodyBytes).toBeLessThanOrEqual(PAGE_MAX_BYTES);
+    const assets = loaded.filter((r) => new URL(r.url).pathname.startsWith('/graphiql/'));
+    // Script, style sheet, icon and Monaco's workers.
+    expect(assets.length).toBeGreaterThanOrEqual(3);
+    for (const asset of assets) {
+      expect([asset.url, asset.status]).toEqual([asset.url, 200]);
+      expect(new URL(asset.url).pathname).toMatch(/^\/graphiql\/[\w.-]+\.[0-9a-f]{16}\.\w+$/);
+      expect([asset.url, asset.headers['content-encoding']]).toEqual([
+        asset.url,
+        expect.stringMatching(/^(br|gzip)$/),
+      ]);
+      expect(asset.headers['cache-control']).toBe('public, max-age=31536000, immutable');
+    }
+    const total = loaded.reduce((sum, r) => sum + r.transferredBytes, 0);
+    const uncompressed = loaded.reduce((sum, r) => sum + r.decodedBytes, 0);
+    console.log(
+      `GraphiQL first visit: page ${document?.bodyBytes} B, ${loaded.length} responses, ` +
+        `${total} B transferred (${uncompressed} B decoded)`,
+    );
+    // Far below the 8.8 MB the inlined page weighed.
+    expect(total).toBeLessThan(uncompressed / 2);
+
+    // A second visit takes every asset from the browser's cache: only the page travels.
+    const again = await watchNetwork(first.page);
+    await first.page.goto(`${a.url}/graphql`);
+    await first.page.locator('.graphiql-container').first().waitFor();
+    const reloaded = await again.settled();
+    const fetched = reloaded.filter(
+      (r) => new URL(r.url).pathname.startsWith('/graphiql/') && !r.fromCache,
+    );
+    expect(fetched.map((r) => r.url)).toEqual([]);
+    const secondTotal = reloaded.reduce((sum, r) => sum + r.transferredBytes, 0);
+    console.log(`GraphiQL second visit: ${secondTotal} B transferred`);
+    expect(secondTotal).toBeLessThanOrEqual(PAGE_MAX_BYTES);
+    await first.page.close();
+  });
+
+  // GraphiQL does not send its headers tab over graphql-ws; the page's ?token= is its
+  // connection_init payload (the headers tab is filled too, as for SSE, and is not what counts).
+  it('GraphiQL runs a notify subscription over graphql-ws (/graphql?subscriptions=ws&token=)', async () => {
+    const token = await a.token('graphiql-user');
+    const { page, requests } = await notifyInGraphiQL(
+      `subscriptions=ws&token=${token}&`,
+      'ws',
+      token,
+    );
+    expect(requests.some((r) => r.url.startsWith(`${a.url.replace(/^http/, 'ws')}/graphql`))).toBe(
+      true,
+    );
     await page.close();
   });
 

@@ -136,16 +136,20 @@ describe('chatter shim across two instances', () => {
     expect((await call(a, '/nowhere')).status).toBe(404);
   });
 
-  it('hands out ws tokens to callers with a token', async () => {
+  it('hands out ws tokens to callers with a token; expires is a date-time string (model/token.go: `Expiration time.Time`)', async () => {
     const user = unique('u');
-    const before = Math.floor(Date.now() / 1000);
+    const before = Date.now();
     const r = await call(b, '/ws_token', { auth: `Bearer ${await b.token(user)}` });
     expect(r.status).toBe(201);
     expect(r.body['message']).toBeNull();
-    const result = r.body['result'] as { token: string; username: string; expires: number };
+    const result = r.body['result'] as { token: string; username: string; expires: unknown };
     expect(result.token).toMatch(/^[A-Za-z0-9_-]{28,}$/);
     expect(result.username).toBe(user);
-    expect(result.expires).toBeGreaterThanOrEqual(before + 300);
+    // Go writes a time.Time as RFC 3339; a typed client parses it as a date, never a number.
+    expect(result.expires).toEqual(
+      expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/),
+    );
+    expect(Date.parse(result.expires as string)).toBeGreaterThanOrEqual(before + 300_000);
     expect((await call(b, '/ws_token')).status).toBe(400);
     expect((await call(b, '/ws_token', { auth: 'Bearer nonsense' })).body).toEqual(
       said('Not authorised'),
@@ -159,7 +163,7 @@ describe('chatter shim across two instances', () => {
     expect((await call(a, '/ws?token=bogus')).status).toBe(403);
   });
 
-  it('serves history and connections with the old shapes', async () => {
+  it('serves history and connections with the old shapes; ids are numbers (model/chat_message.go: `ID int`)', async () => {
     const group = unique('g');
     const [u1, u2] = [unique('u'), unique('u')];
     await createUser(u1, group);
@@ -175,7 +179,7 @@ describe('chatter shim across two instances', () => {
     expect(page.status).toBe(200);
     expect(page.body['result']).toEqual(
       sent.map((m) => ({
-        id: m?.id,
+        id: Number(m?.id),
         username_from: u1,
         username_to: u2,
         message: m?.text,
@@ -248,9 +252,11 @@ describe('chatter shim across two instances', () => {
     const own = await nextMatching(old.frames, (f) => f['message'] === 'hello modern');
     let received = await nextMessage();
     while (received.text !== 'hello modern') received = await nextMessage();
-    expect(received).toMatchObject({ id: own['id'], from: legacy, to: modern });
+    // chatter frames carry the id as a JSON number (the original's `ID int`), GraphQL as an ID.
+    expect(own['id']).toEqual(expect.any(Number));
+    expect(received).toMatchObject({ id: String(own['id']), from: legacy, to: modern });
     expect(own).toEqual({
-      id: received.id,
+      id: Number(received.id),
       username_from: legacy,
       username_to: modern,
       message: 'hello modern',
@@ -268,7 +274,7 @@ describe('chatter shim across two instances', () => {
     );
     const replyId = reply.body.data?.sendChatMessage.id;
     expect(await old.nextChat()).toMatchObject({
-      id: replyId,
+      id: Number(replyId),
       username_from: modern,
       username_to: legacy,
       message: 'hi old',

@@ -84,7 +84,6 @@ describe('ICC endpoints across two instances on one Redis', () => {
       JSON.stringify({ channel_id: foreign, name: 'n', to_users: [41] }),
       JSON.stringify({ channel_id: 'foobar', name: 'n', to_users: [41] }),
       JSON.stringify({ channel_id: channelId, to_users: [41] }),
-      JSON.stringify({ channel_id: channelId, name: 'applause', to_users: [41] }),
       JSON.stringify({ channel_id: channelId, name: 'n', to_meeting: 'one' }),
     ]) {
       const result = await publish(body);
@@ -107,6 +106,58 @@ describe('ICC endpoints across two instances on one Redis', () => {
       name: 'ok',
       message: null,
     });
+  });
+
+  // The original ICC (internal/notify/channel_id.go) reads the user from the middle part of any
+  // `<host>:<uid>:<counter>`, and its own test publishes with `server:1:2`; its validateMessage
+  // (internal/notify/notify.go) checks only the channel id's user and a non-empty name, so a
+  // message without a target (it reaches no one) and the name "applause" are accepted.
+  it('accepts any <host>:<uid>:<counter>, no target and the name applause, as the original ICC', async () => {
+    const uid = randomInt(100_000, 2_000_000_000);
+    const token = await openSlidesToken(uid);
+    const own = await stream(icc(b, '/notify'), osAuth(token));
+    await channelOf(own);
+    const publish = (body: object) =>
+      post(icc(a, '/notify/publish'), JSON.stringify(body), osAuth(token));
+
+    for (const channelId of [`server:${uid}:2`, `foo:${uid}:0`, `:${uid}:`]) {
+      const ok = await publish({ channel_id: channelId, name: channelId, to_users: [uid] });
+      expect([channelId, ok.status, ok.text]).toEqual([channelId, 200, '']);
+      expect(await own.lines.next()).toEqual({
+        sender_user_id: uid,
+        sender_channel_id: channelId,
+        name: channelId,
+        message: null,
+      });
+    }
+    // Still the sender's own channel only, and still three parts.
+    for (const channelId of [`server:${uid + 1}:2`, `server:${uid}`, `${uid}`]) {
+      const refused = await publish({ channel_id: channelId, name: 'n', to_users: [uid] });
+      expect([channelId, refused.status]).toEqual([channelId, 400]);
+    }
+
+    const untargeted = await publish({ channel_id: `h:${uid}:1`, name: 'nowhere', message: 1 });
+    expect([untargeted.status, untargeted.text]).toEqual([200, '']);
+    const applause = await publish({ channel_id: `h:${uid}:1`, name: 'applause', to_users: [uid] });
+    expect([applause.status, applause.text]).toEqual([200, '']);
+    // The untargeted message reached no one: the next line is the applause message.
+    expect(await own.lines.next()).toEqual({
+      sender_user_id: uid,
+      sender_channel_id: `h:${uid}:1`,
+      name: 'applause',
+      message: null,
+    });
+    expect(own.lines.pending).toHaveLength(0);
+
+    // GraphQL's publish keeps its stricter contract: a target is required, "applause" reserved.
+    const gqlToken = await a.token(String(uid));
+    for (const input of [
+      { channelId: `h:${uid}:1`, name: 'nowhere' },
+      { channelId: `h:${uid}:1`, name: 'applause', toUsers: [String(uid)] },
+    ]) {
+      const refused = await gql(a.url, PublishDocument, { input }, gqlToken);
+      expect(refused.body.errors?.[0]?.extensions?.['code']).toBe('BAD_USER_INPUT');
+    }
   });
 
   it('shares channels with GraphQL clients both ways, on both instances', async () => {

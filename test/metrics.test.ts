@@ -130,12 +130,12 @@ describe('metrics at /metrics', () => {
     MESSAGE_MAX_BYTES: '1000000',
   });
 
-  it('serves every metric the README documents, and only those', async () => {
+  it('serves every metric docs/operations.md documents, and only those', async () => {
     const metrics = await scrape(a);
     const own = metrics.names.filter(
       (n) => !n.startsWith('switchboard_process_') && !n.startsWith('switchboard_nodejs_'),
     );
-    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+    const readme = readFileSync(new URL('../docs/operations.md', import.meta.url), 'utf8');
     const section = /\n## Metrics\n([\s\S]*?)\n## /.exec(readme)?.[1] ?? '';
     const documented = [...section.matchAll(/^\| `(switchboard_\w+)`/gm)].map((m) => m[1]);
     expect(documented.sort()).toEqual(own.sort());
@@ -143,6 +143,46 @@ describe('metrics at /metrics', () => {
     expect(metrics.names).toContain('switchboard_process_cpu_user_seconds_total');
     expect(metrics.value('switchboard_dependency_up', { dependency: 'postgres' })).toBe(1);
     expect(metrics.value('switchboard_dependency_up', { dependency: 'redis' })).toBe(1);
+  });
+
+  it('serves every metric the Grafana dashboard (deploy/grafana-dashboard.json) queries', async () => {
+    interface Panel {
+      title: string;
+      datasource?: { uid?: string };
+      targets?: { expr: string }[];
+    }
+    const dashboard = JSON.parse(
+      readFileSync(new URL('../deploy/grafana-dashboard.json', import.meta.url), 'utf8'),
+    ) as { panels: Panel[] };
+    const exprs = dashboard.panels.flatMap((panel) => {
+      // Every panel reads the dashboard's data source variable, so import works anywhere.
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: Grafana's variable syntax.
+      expect([panel.title, panel.datasource?.uid]).toEqual([panel.title, '${datasource}']);
+      expect(panel.targets?.length, panel.title).toBeGreaterThan(0);
+      return (panel.targets ?? []).map((target) => target.expr);
+    });
+    const queried = new Set(exprs.flatMap((expr) => expr.match(/\bswitchboard_\w+/g) ?? []));
+
+    const metrics = await scrape(a);
+    // Served names: every family (HELP), every sample name (histogram _bucket/_sum/_count).
+    const served = new Set([
+      ...metrics.names,
+      ...[...metrics.text.matchAll(/^(switchboard_\w+)[{ ]/gm)].map((m) => m[1] as string),
+    ]);
+    expect([...queried].filter((name) => !served.has(name))).toEqual([]);
+    // What the dashboard is for: each of these is on it.
+    for (const name of [
+      'switchboard_connections',
+      'switchboard_subscriptions',
+      'switchboard_deliveries_total',
+      'switchboard_delivery_latency_seconds_bucket',
+      'switchboard_slow_consumers_total',
+      'switchboard_rate_limited_total',
+      'switchboard_limit_rejections_total',
+      'switchboard_dependency_up',
+    ]) {
+      expect(queried).toContain(name);
+    }
   });
 
   it('counts connections, subscriptions, events, deliveries and latency on both instances', async () => {

@@ -1,5 +1,6 @@
 import type { ExecutionResult } from 'graphql';
 import { describe, expect, it } from 'vitest';
+import { channelOwner } from '../src/domain/notify.ts';
 import {
   NotifyDocument,
   type NotifySubscription,
@@ -30,6 +31,22 @@ async function nextMessage(queue: NotifyQueue) {
     throw new Error(`expected NotifyMessage, got ${JSON.stringify(result)}`);
   return event;
 }
+
+// OS3 internal/notify/channel_id.go: `strings.Split(cid, ":")`, three parts, the user in the
+// middle; host and counter are not checked. Our user ids are strings and may hold ':', so the
+// host ends at the first ':' and the counter starts after the last one.
+describe('channelOwner', () => {
+  it('reads the user from the middle of any <host>:<uid>:<counter>', () => {
+    expect(channelOwner('foo:1:0')).toBe('1');
+    expect(channelOwner('server:1:2')).toBe('1');
+    expect(channelOwner('AbCd1234:alice:17')).toBe('alice');
+    expect(channelOwner(':1:')).toBe('1');
+    expect(channelOwner('host:urn:user:5:3')).toBe('urn:user:5');
+    for (const malformed of ['', 'foobar', 'a:1', '1', 'a::0', '::']) {
+      expect([malformed, channelOwner(malformed)]).toEqual([malformed, null]);
+    }
+  });
+});
 
 describe('notify across two instances on one Redis', () => {
   const { a, b, ws, sse } = useInstances({ ANONYMOUS_CONNECTIONS: '20' });

@@ -19,8 +19,9 @@ describe('OS3 autoupdate and projector endpoints across two instances', () => {
     expect(result.body.errors).toBeUndefined();
     return result.body.data?.writeData as number;
   };
-  const open = async (url: string, token: string | null = user) => {
-    const reader = await readJsonLines(url, token ? { authorization: `Bearer ${token}` } : {});
+  const open = async (url: string, token: string | null = user, method = 'GET') => {
+    const auth = token ? { authorization: `Bearer ${token}` } : {};
+    const reader = await readJsonLines(url, auth, method);
     onCleanup(() => reader.close());
     return reader;
   };
@@ -59,12 +60,52 @@ describe('OS3 autoupdate and projector endpoints across two instances', () => {
     });
   });
 
-  it('streams projector lines', async () => {
+  // OS3 internal/http/http.go: `if len(data) == 0 { changeID = newChangeID; continue }`, so a
+  // client resuming at the current change id sees nothing until the next change.
+  it('writes nothing after {"connected":true} when resuming at the current change id (as OS3)', async () => {
+    const current = await write([{ key: 'motions/motion:5', value: { id: 5, title: 'now' } }]);
+    const stream = await open(`${b.url}/system/autoupdate?change_id=${current}`);
+    expect(await stream.lines.next()).toEqual({ connected: true });
+    const next = await write([{ key: 'motions/motion:5', value: { id: 5, title: 'later' } }]);
+    // The first line after connected is the new change, chained from the resumed change id.
+    expect(await stream.lines.next()).toEqual({
+      changed: { 'motions/motion': [{ id: 5, title: 'later' }] },
+      deleted: {},
+      from_change_id: current,
+      to_change_id: next,
+      all_data: false,
+    });
+  });
+
+  // OS3 internal/http/http.go wraps both streams in getOrPOSTMiddleware: GET or POST.
+  it('serves the autoupdate and projector streams to POST as to GET (OS3 getOrPOSTMiddleware)', async () => {
+    const autoupdate = await open(`${a.url}/system/autoupdate`, user, 'POST');
+    expect(autoupdate.status).toBe(200);
+    expect(await autoupdate.lines.next()).toEqual({ connected: true });
+    expect(await autoupdate.lines.next()).toMatchObject({ all_data: true });
+    const projector = await open(`${a.url}/system/projector?projector_ids=9`, user, 'POST');
+    expect(projector.status).toBe(200);
+    expect(await projector.lines.next()).toEqual({ connected: true });
+    const put = await fetch(`${a.url}/system/autoupdate`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${user}` },
+    });
+    expect(put.status).toBe(400);
+    expect(await put.json()).toEqual({
+      error: { type: 'invalid_request', msg: 'Only GET or POST requests are supported' },
+    });
+  });
+
+  // OS3 internal/http/http.go, Projector: Content-Type application/json, then
+  // `{"connected":true}` before the first `{"change_id","data"}` line.
+  it('streams projector lines after {"connected":true}, as application/json (as OS3)', async () => {
     await write([
       { key: 'topics/topic:3', value: { id: 3, title: 'T' } },
       { key: 'core/projector:1', value: { elements: [{ name: 'topics/topic', id: 3 }] } },
     ]);
     const stream = await open(`${a.url}/system/projector?projector_ids=1,2`);
+    expect(stream.contentType).toBe('application/json');
+    expect(await stream.lines.next()).toEqual({ connected: true });
     const first = (await stream.lines.next()) as { change_id: number; data: unknown };
     expect(first.data).toEqual({
       '1': [{ element: { name: 'topics/topic', id: 3 }, data: { id: 3, title: 'T' } }],

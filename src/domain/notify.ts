@@ -50,6 +50,23 @@ export interface NotifyOptions {
   onLimit?: LimitReporter;
 }
 
+/**
+ * How strictly `publish` checks a message. The GraphQL API and the OS3 shim use the defaults;
+ * the ICC shim relaxes both checks because the original ICC accepted such messages.
+ */
+export interface PublishRules {
+  /**
+   * Default true: a message without toAll, toMeeting, toUsers or toChannels is refused
+   * (BAD_USER_INPUT). With false it is accepted and reaches no one (nothing is published).
+   */
+  requireTarget?: boolean;
+  /**
+   * Default true: the name `applause`, which OS3 uses for the server's own applause messages,
+   * is refused. With false it is an ordinary name.
+   */
+  reserveNames?: boolean;
+}
+
 /** Names reserved for the server's own messages. */
 const RESERVED_NAMES = new Set(['applause']);
 const ID_ALPHABET = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789';
@@ -60,9 +77,17 @@ function randomInstancePart(): string {
   return out;
 }
 
-/** The user id inside a channel id `<instance>:<userId>:<counter>`, or null when malformed. */
+/**
+ * The user id inside a channel id `<host>:<userId>:<counter>`, or null when malformed. As in
+ * the originals (OS3 `internal/notify/channel_id.go`), any host and counter are accepted and the
+ * user is the middle part, so `foo:1:0` belongs to user 1. Our user ids are strings and may
+ * contain `:` (e.g. `urn:user:5`) where the originals' integers could not: the host is read up to
+ * the first `:` and the counter after the last one, and everything between is the user. Host and
+ * counter therefore never contain `:`; an id with fewer than three parts, or an empty user, is
+ * malformed.
+ */
 export function channelOwner(channelId: string): string | null {
-  const match = /^[a-zA-Z0-9]{8}:(.+):\d+$/.exec(channelId);
+  const match = /^[^:]*:(.+):[^:]*$/.exec(channelId);
   return match?.[1] ?? null;
 }
 
@@ -164,20 +189,31 @@ export function createNotify(options: NotifyOptions) {
       return stream;
     },
 
-    /** Validates and publishes one message; throws AppError on bad input, changes nothing then. */
-    async publish(viewer: Viewer | null, input: PublishInput): Promise<void> {
+    /**
+     * Validates and publishes one message; throws AppError on bad input, changes nothing then.
+     * `rules` relaxes the target and reserved-name checks (see PublishRules; strict by default).
+     */
+    async publish(
+      viewer: Viewer | null,
+      input: PublishInput,
+      rules: PublishRules = {},
+    ): Promise<void> {
+      const { requireTarget = true, reserveNames = true } = rules;
       if (!viewer) throw unauthenticated('Anonymous users cannot publish');
       await options.rateLimit?.(viewer);
       const owner = channelOwner(input.channelId);
       if (owner === null) throw badInput(`Invalid channel id: ${JSON.stringify(input.channelId)}`);
       if (owner !== viewer.userId) throw badInput('The channel id does not belong to the sender');
       if (input.name.trim() === '') throw badInput('The name must not be empty');
-      if (RESERVED_NAMES.has(input.name)) throw badInput(`The name "${input.name}" is reserved`);
+      if (reserveNames && RESERVED_NAMES.has(input.name))
+        throw badInput(`The name "${input.name}" is reserved`);
       const toUsers = [...(input.toUsers ?? [])];
       const toChannels = [...(input.toChannels ?? [])];
       const toMeeting = input.toMeeting ?? null;
       const toAll = input.toAll === true;
-      if (!toAll && toMeeting === null && toUsers.length === 0 && toChannels.length === 0) {
+      const untargeted =
+        !toAll && toMeeting === null && toUsers.length === 0 && toChannels.length === 0;
+      if (untargeted && requireTarget) {
         throw badInput('At least one target is required (toAll, toMeeting, toUsers or toChannels)');
       }
       const message = input.message ?? null;
@@ -188,6 +224,8 @@ export function createNotify(options: NotifyOptions) {
       }
       // Only members may send into a meeting with a member list.
       if (toMeeting !== null) await options.meetings.enter(viewer, toMeeting);
+      // Accepted without a target: it would reach no one, so nothing travels.
+      if (untargeted) return;
       await options.pubsub.publish(notifyTopic, {
         senderUserId: viewer.userId,
         senderChannelId: input.channelId,

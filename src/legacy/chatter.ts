@@ -39,10 +39,14 @@ function send(res: ServerResponse, status: number, body: unknown): void {
   respond(res, status, headers, JSON.stringify(body));
 }
 
-/** A chat message as chatter framed it (empty text / image omitted, like the original). */
+/**
+ * A chat message as chatter framed it (empty text / image omitted, like the original). The id is
+ * a JSON number, as the original's `ID int` (model/chat_message.go); ids are Postgres bigints and
+ * stay below 2^53, so the number is exact. `created` is an RFC 3339 date-time string.
+ */
 function chatFrame(m: ChatMessage) {
   return {
-    id: m.id,
+    id: Number(m.id),
     username_from: m.from,
     username_to: m.to,
     ...(m.text === null ? {} : { message: m.text }),
@@ -149,7 +153,9 @@ export function createChatterRoute(deps: LegacyDeps): LegacyRoute {
       reply(res, 201, {
         token: created.token,
         username: created.userId,
-        expires: Math.floor(created.expiresAt.getTime() / 1000),
+        // The original's Token.Expiration is a time.Time (model/token.go), which Go's
+        // encoding/json writes as an RFC 3339 date-time string.
+        expires: created.expiresAt.toISOString(),
       });
     } catch (error) {
       fail(res, error, 'ws_token');

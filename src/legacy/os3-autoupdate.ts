@@ -23,6 +23,15 @@ const autoupdateLine = (batch: AutoupdateBatch) => ({
   all_data: batch.allData,
 });
 
+/** The batches of `batches` that carry data; empty ones are dropped, as OS3 never sent them. */
+async function* skipEmpty(batches: AsyncIterable<AutoupdateBatch>) {
+  for await (const batch of batches) {
+    if (Object.keys(batch.changed).length > 0 || Object.keys(batch.deleted).length > 0) {
+      yield batch;
+    }
+  }
+}
+
 const projectorLine = (update: ProjectorUpdate) => ({
   change_id: update.changeId,
   data: update.data,
@@ -32,7 +41,8 @@ const projectorLine = (update: ProjectorUpdate) => ({
  * The OpenSlides 3 autoupdate and projector streams, two routes beside the OS3 route:
  * `GET <OS3_PREFIX>/autoupdate[?change_id=N]` (JSON lines: `{"connected":true}`, then
  * `{"changed","deleted","from_change_id","to_change_id","all_data"}` per batch) and
- * `GET <OS3_PREFIX>/projector?projector_ids=1,2` (lines `{"change_id":N,"data":{...}}`).
+ * `GET <OS3_PREFIX>/projector?projector_ids=1,2` (application/json lines: `{"connected":true}`,
+ * then `{"change_id":N,"data":{...}}`). Both also answer POST, as the original did.
  * Errors: 400 `{"error": {"type": "invalid_request"|"auth_required", "msg": ...}}`.
  */
 export function createOs3AutoupdateRoutes(deps: LegacyDeps): LegacyRoute[] {
@@ -52,7 +62,11 @@ export function createOs3AutoupdateRoutes(deps: LegacyDeps): LegacyRoute[] {
       );
       stream.start();
       stream.write({ connected: true });
-      await stream.pump(batches, autoupdateLine);
+      // The original (OS3 `internal/http/http.go`) writes a line only when there is data
+      // (`if len(data) == 0 { continue }`): a resume at the current change id, or an empty
+      // snapshot, waits silently for the next change. The next line's from_change_id still
+      // chains from the skipped batch's to_change_id.
+      await stream.pump(skipEmpty(batches), autoupdateLine);
     });
   };
 
@@ -62,13 +76,15 @@ export function createOs3AutoupdateRoutes(deps: LegacyDeps): LegacyRoute[] {
       throw badInput('The projector_ids has to be a list of ints separated by commas.');
     }
     const viewer = await requireViewer(auth, req, LOGIN);
-    await serveJsonLines(deps, res, viewer, 'application/octet-stream', async (stream) => {
+    // As the original: application/json, and `{"connected":true}` before the first data line.
+    await serveJsonLines(deps, res, viewer, 'application/json', async (stream) => {
       const updates = await services.projector.subscribe(
         viewer,
         raw.split(',').map((id) => String(Number(id))),
         stream.connection,
       );
       stream.start();
+      stream.write({ connected: true });
       await stream.pump(updates, projectorLine);
     });
   };
@@ -81,7 +97,10 @@ export function createOs3AutoupdateRoutes(deps: LegacyDeps): LegacyRoute[] {
     async handle(req, res, path) {
       try {
         if (path !== '/') return writeText(res, 404, '404 page not found\n');
-        if (req.method !== 'GET') throw badInput('Only GET requests are supported');
+        // OS3's getOrPOSTMiddleware (`internal/http/http.go`): both streams take GET or POST.
+        if (req.method !== 'GET' && req.method !== 'POST') {
+          throw badInput('Only GET or POST requests are supported');
+        }
         await serve(req, res);
       } catch (error) {
         if (!isAppError(error)) logger.error({ err: error, name }, 'os3 stream failed');

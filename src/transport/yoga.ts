@@ -2,7 +2,6 @@ import { maxAliasesPlugin } from '@escape.tech/graphql-armor-max-aliases';
 import { maxDepthPlugin } from '@escape.tech/graphql-armor-max-depth';
 import { maxDirectivesPlugin } from '@escape.tech/graphql-armor-max-directives';
 import { maxTokensPlugin } from '@escape.tech/graphql-armor-max-tokens';
-import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { GraphQLError, type GraphQLSchema } from 'graphql';
 import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import { isAppError, RateLimitedError } from '../errors.ts';
@@ -17,7 +16,6 @@ export interface YogaOptions {
   schema: GraphQLSchema;
   context: (initial: never) => Promise<Context>;
   logger: Logger;
-  graphiql: boolean;
   /** Operation limits (GRAPHQL_MAX_*), applied by graphql-armor on every transport. */
   limits: { depth: number; aliases: number; tokens: number; directives: number };
   /** Told about each operation a limit refused (logs and metrics). */
@@ -104,7 +102,7 @@ export function maskError(logger: Logger) {
   };
 }
 
-/** GraphQL over HTTP (queries, mutations) and GraphiQL at /graphql. */
+/** GraphQL over HTTP (queries, mutations) at /graphql; GraphiQL is src/transport/graphiql.ts. */
 export function createGraphQLServer(options: YogaOptions): Yoga {
   const { logger } = options;
   return createYoga<TransportContext, Context>({
@@ -129,16 +127,7 @@ export function createGraphQLServer(options: YogaOptions): Yoga {
       error: (...args) => logger.error(args.map(String).join(' ')),
     },
     maskedErrors: { maskError: maskError(logger) },
-    // GraphiQL's assets are served inline by the server itself (no CDN), so it also works
-    // where browsers cannot reach the internet.
-    renderGraphiQL,
-    graphiql: options.graphiql
-      ? {
-          title: 'Switchboard',
-          subscriptionsProtocol: 'GRAPHQL_SSE',
-          defaultQuery:
-            '# Paste a token into the headers tab as {"Authorization": "Bearer <token>"}\n{\n  viewer {\n    userId\n    group\n  }\n}\n',
-        }
-      : false,
+    // GraphiQL is served beside yoga with separate, cacheable assets (graphiql.ts).
+    graphiql: false,
   });
 }

@@ -12,17 +12,18 @@ export interface JsonLinesReader {
 }
 
 /**
- * GETs a legacy stream. A 200 answer is read line by line into `lines` (the status arrives
+ * GETs (or, with `method`, POSTs to) a legacy stream. A 200 answer is read line by line into `lines` (the status arrives
  * before any line, so a stream that does not flush its headers fails the bounded wait); other
  * answers are read whole into `body`.
  */
 export async function readJsonLines(
   url: string,
   headers: Record<string, string> = {},
+  method = 'GET',
 ): Promise<JsonLinesReader> {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), WAIT_MS);
-  const response = await fetch(url, { headers, signal: controller.signal });
+  const response = await fetch(url, { method, headers, signal: controller.signal });
   clearTimeout(timer);
   const lines = new ResultQueue<unknown>();
   const reader: JsonLinesReader = {

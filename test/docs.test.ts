@@ -1,11 +1,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { useInstances } from './support/instances.ts';
 
 /**
- * Runs the README's `sh tested` code blocks against a real server, so the curl examples cannot
- * rot. Conventions (also stated in the README's migration guides):
+ * Runs the `sh tested` code blocks of README.md and docs/ against a real server, so the curl
+ * examples cannot rot, and checks the docs' relative links. Conventions (also stated in
+ * docs/migration/README.md):
  * - a command is a line (with `\` continuations); `localhost:4000` becomes the test server and
  *   the variables below are set in its environment;
  * - `# ` lines right after a command, up to a blank line, are output it must print, in order:
@@ -16,7 +17,21 @@ import { useInstances } from './support/instances.ts';
  *   next command starts); its other lines are checked at the end of the block.
  */
 
-const README = new URL('../README.md', import.meta.url);
+const ROOT = new URL('../', import.meta.url);
+
+/** README.md, then every markdown file under docs/ (sorted), as paths from the repository root. */
+function docFiles(): string[] {
+  const found: string[] = [];
+  const walk = (dir: string) => {
+    for (const entry of readdirSync(new URL(dir, ROOT), { withFileTypes: true })) {
+      const path = `${dir}${entry.name}`;
+      if (entry.isDirectory()) walk(`${path}/`);
+      else if (entry.name.endsWith('.md')) found.push(path);
+    }
+  };
+  walk('docs/');
+  return ['README.md', ...found.sort()];
+}
 /** Bound of each wait for a command's output. */
 const STEP_MS = 10_000;
 
@@ -28,16 +43,17 @@ interface Step {
 }
 
 interface Block {
+  file: string;
   line: number;
   steps: Step[];
 }
 
-function extractBlocks(markdown: string): Block[] {
+function extractBlocks(file: string, markdown: string): Block[] {
   const lines = markdown.split('\n');
   const blocks: Block[] = [];
   for (let i = 0; i < lines.length; i++) {
     if (lines[i]?.trim() !== '```sh tested') continue;
-    const block: Block = { line: i + 1, steps: [] };
+    const block: Block = { file, line: i + 1, steps: [] };
     let step: Step | null = null;
     let pending: string[] = [];
     for (i += 1; i < lines.length && lines[i]?.trim() !== '```'; i++) {
@@ -185,7 +201,7 @@ class Run {
         });
       });
     }
-    const where = `README line ${this.step.line}: ${this.step.command}`;
+    const where = `line ${this.step.line}: ${this.step.command}`;
     if (count === 0) {
       if (this.#exit !== 0)
         throw new Error(`${where}\nexited ${this.#exit}:\n${this.lines.join('\n')}`);
@@ -203,17 +219,81 @@ class Run {
   }
 }
 
-const blocks = extractBlocks(readFileSync(README, 'utf8'));
+const files = docFiles();
+const texts = new Map(files.map((file) => [file, readFileSync(new URL(file, ROOT), 'utf8')]));
+const blocks = files.flatMap((file) => extractBlocks(file, texts.get(file) ?? ''));
 
-describe('README curl examples (sh tested blocks)', () => {
+/** GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens. */
+const anchorOf = (heading: string) =>
+  heading
+    .trim()
+    .toLowerCase()
+    .replace(/[^\p{L}\p{N} _-]/gu, '')
+    .replace(/ /g, '-');
+
+/** The anchors of a markdown file's headings (outside code blocks). */
+function anchorsOf(markdown: string): Set<string> {
+  const anchors = new Set<string>();
+  let fenced = false;
+  for (const line of markdown.split('\n')) {
+    if (line.startsWith('```')) fenced = !fenced;
+    const heading = fenced ? null : /^#{1,6} (.*)$/.exec(line);
+    if (heading) anchors.add(anchorOf(heading[1] as string));
+  }
+  return anchors;
+}
+
+describe('the docs', () => {
+  it('link only to files and headings that exist', () => {
+    const broken: string[] = [];
+    for (const [file, text] of texts) {
+      const prose = text.replace(/```[\s\S]*?```/g, '');
+      for (const [, target] of prose.matchAll(/\]\(([^)\s]+)\)/g)) {
+        if (!target || /^[a-z]+:/.test(target)) continue;
+        const [path = '', anchor] = target.split('#');
+        const resolved = path === '' ? new URL(file, ROOT) : new URL(path, new URL(file, ROOT));
+        if (!existsSync(resolved)) {
+          broken.push(`${file}: ${target}`);
+          continue;
+        }
+        if (anchor && resolved.pathname.endsWith('.md')) {
+          const anchors = anchorsOf(readFileSync(resolved, 'utf8'));
+          if (!anchors.has(anchor)) broken.push(`${file}: ${target} (no such heading)`);
+        }
+      }
+    }
+    expect(broken).toEqual([]);
+  });
+
+  it('keep the README short and link every document under docs/', () => {
+    const readme = texts.get('README.md') ?? '';
+    expect(readme.split('\n').length).toBeLessThan(200);
+    for (const file of files.filter((f) => f.startsWith('docs/') && !f.includes('/migration/'))) {
+      expect(readme, file).toContain(`](${file})`);
+    }
+  });
+
+  it('mark every curl example in docs/ as tested', () => {
+    for (const [file, text] of texts) {
+      if (!file.startsWith('docs/')) continue;
+      for (const [block, info] of text.matchAll(/```([^\n]*)\n[\s\S]*?```/g)) {
+        if (/^\s*curl /m.test(block)) expect(`${file}: ${info}`).toBe(`${file}: sh tested`);
+      }
+    }
+  });
+});
+
+describe('curl examples of README.md and docs/ (sh tested blocks)', () => {
   const { a } = useInstances(
     {
       NOTIFIER_SECRET: 'readme-notifier-secret',
       CHATTER_SERVICE_SECRET: 'readme-chatter-secret',
       // Applause in the examples stays counted while the block runs.
       APPLAUSE_WINDOW_S: '120',
-      // The heartbeat example follows a user without a token.
+      // The heartbeat examples follow a user without a token.
       ANONYMOUS_CONNECTIONS: '20',
+      // docs/migration/heartbeat.md shows a ping through a trusted gateway.
+      TRUST_USER_CLAIM_HEADER: 'true',
     },
     1,
   );
@@ -238,24 +318,29 @@ describe('README curl examples (sh tested blocks)', () => {
   });
 
   it('has tested examples for every migration guide', () => {
-    const commands = blocks.flatMap((b) => b.steps.map((s) => s.command)).join('\n');
-    for (const prefix of [
-      '/system/icc/',
-      '/system/autoupdate',
-      '/chatter/',
-      '/notifier/',
-      '/heartbeat/',
+    for (const [guide, prefix] of [
+      ['icc', '/system/icc/'],
+      ['os3', '/system/autoupdate'],
+      ['chatter', '/chatter/'],
+      ['notifier', '/notifier/'],
+      ['heartbeat', '/heartbeat/'],
     ]) {
-      expect(commands).toContain(prefix);
+      const commands = blocks
+        .filter((b) => b.file === `docs/migration/${guide}.md`)
+        .flatMap((b) => b.steps.map((s) => s.command))
+        .join('\n');
+      expect(commands, guide).toContain(prefix);
     }
     for (const block of blocks) {
-      for (const step of block.steps) expect(step.command, `line ${step.line}`).toMatch(/^curl /);
+      for (const step of block.steps) {
+        expect(step.command, `${block.file} line ${step.line}`).toMatch(/^curl /);
+      }
     }
   });
 
   for (const block of blocks) {
     const first = block.steps[0]?.command.split('\n')[0] ?? '';
-    it(`README line ${block.line}: ${first.slice(0, 80)}`, async () => {
+    it(`${block.file} line ${block.line}: ${first.slice(0, 70)}`, async () => {
       const host = new URL(a.url).host;
       const background: Run[] = [];
       try {
