@@ -65,11 +65,18 @@ export function createConnectionCore(options: ConnectionCoreOptions) {
   // for connections whose session is watched): one timer each per instance.
   const expiries = new Deadlines<Connection>(
     (connection) => connection.close(CloseCode.TokenExpired, 'token expired'),
-    { get: (c) => c.expiryBucket, set: (c, second) => void (c.expiryBucket = second) },
+    {
+      get: (c) => c.expiryBucket,
+      set: (c, second) => {
+        c.expiryBucket = second;
+      },
+    },
   );
   const warnings = new Deadlines<Connection>((connection) => connection.warnExpiring(), {
     get: (c) => c.warningBucket,
-    set: (c, second) => void (c.warningBucket = second),
+    set: (c, second) => {
+      c.warningBucket = second;
+    },
   });
   const fileExpiry = (connection: Connection) => {
     const expiresAt = connection.viewer?.expiresAt;
