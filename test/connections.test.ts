@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import type { Connection } from '../src/net/connection.ts';
 import { PublishDocument } from './generated/graphql.ts';
 import { gql, WAIT_MS } from './support/clients.ts';
+import { connectionClosed } from './support/connections.ts';
 import { useInstances } from './support/instances.ts';
 import { openAcked, openRaw } from './support/raw-ws.ts';
 
@@ -128,13 +130,7 @@ describe('connection core', () => {
       expect((await stream.post('1', NOTIFY)).status).toBe(202);
       expect(a.app.connections.forUser(user)).toHaveLength(1);
       const [connection] = a.app.connections.forUser(user);
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error('reservation kept')), WAIT_MS);
-        connection?.signal.addEventListener('abort', () => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+      await connectionClosed(connection as Connection);
       expect((await stream.open(() => true)).status).toBe(404);
       expect((await stream.post('2', NOTIFY)).status).toBe(404);
     });

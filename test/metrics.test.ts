@@ -254,7 +254,7 @@ describe('metrics at /metrics', () => {
     const big = randomBytes(600_000).toString('base64');
     const [slow] = a.app.connections.forUser('metrics-slow');
     expect(slow).toBeDefined();
-    for (let sent = 0; !slow?.signal.aborted; sent++) {
+    for (let sent = 0; !slow?.closed; sent++) {
       if (sent >= 200) throw new Error('the stalled reader was never closed');
       await gql(
         a.url,

@@ -1,4 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import type { Connection } from '../src/net/connection.ts';
+import { connectionClosed } from './support/connections.ts';
 import { useInstances } from './support/instances.ts';
 import { openAcked, openRaw, type RawSocket } from './support/raw-ws.ts';
 
@@ -206,10 +208,7 @@ describe('graphql-ws protocol', () => {
       await raw.messages.next();
       const [connection] = server.app.connections.forUser(user);
       raw.socket.close();
-      await new Promise<void>((resolve) => {
-        if (connection?.closed) resolve();
-        connection?.signal.addEventListener('abort', () => resolve());
-      });
+      await connectionClosed(connection as Connection);
       expect(server.app.connections.forUser(user)).toHaveLength(0);
     });
   });

@@ -5,9 +5,11 @@ import {
   createMembership,
   createMemoryPubSub,
   createRedisPubSub,
+  type Ending,
   type Membership,
   type MembershipChange,
   type NotifyEnvelope,
+  type Owner,
   type PubSub,
   type RedisClients,
   topic,
@@ -135,14 +137,23 @@ describe.each(backends)('pub/sub contract: %s', (_name, backend) => {
     other.end();
   });
 
-  it('ends on abort and on return, even while waiting, and releases the topic', async () => {
+  it('ends when its owner closes and on return, even while waiting, and releases the topic', async () => {
     const [, b] = await pair();
-    const controller = new AbortController();
-    const aborted = b.subscribe(topic('notify'), { capacity: 10, signal: controller.signal });
+    // An owner as a connection is one: it ends what it holds when it closes.
+    const held: Ending[] = [];
+    const owner: Owner = {
+      closed: false,
+      hold: (item) => void held.push(item),
+      release: (item) => void held.splice(held.indexOf(item), 1),
+      overflow: () => {},
+    };
+    const owned = b.subscribe(topic('notify'), { capacity: 10, owner });
     const returned = b.subscribe(topic('notify'), { capacity: 10 });
     expect(b.topicCount()).toBe(1);
-    const waiting = [take(aborted), take(returned)];
-    controller.abort();
+    expect(held).toEqual([owned]);
+    const waiting = [take(owned), take(returned)];
+    for (const item of held.slice()) item.end();
+    expect(held).toEqual([]);
     await returned.return();
     for (const result of await Promise.all(waiting)) expect(result.done).toBe(true);
     expect(b.topicCount()).toBe(0);

@@ -7,19 +7,8 @@ import type { Connection } from '../src/net/connection.ts';
 import { NotifyDocument, PublishDocument } from './generated/graphql.ts';
 import type { TestServer } from './support/app.ts';
 import { gql, WAIT_MS, wsClient } from './support/clients.ts';
+import { connectionClosed } from './support/connections.ts';
 import { useInstances } from './support/instances.ts';
-
-/** Resolves when the connection closes, or rejects after the bound. */
-function closed(connection: Connection, timeoutMs = WAIT_MS): Promise<void> {
-  if (connection.signal.aborted) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('connection still open')), timeoutMs);
-    connection.signal.addEventListener('abort', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
-}
 
 /** The server-side connections of a user, waiting (bounded) until there are `count`. */
 async function connectionsOf(server: TestServer, userId: string, count = 1): Promise<Connection[]> {
@@ -112,7 +101,7 @@ describe('transports', () => {
       first.data?.notify.__typename === 'NotifyChannel' ? first.data.notify.channelId : '';
     const big = 'x'.repeat(16_000);
     let sent = 0;
-    while (!slow?.signal.aborted && sent < 5_000) {
+    while (!slow?.closed && sent < 5_000) {
       await gql(
         server.url,
         PublishDocument,
@@ -121,7 +110,7 @@ describe('transports', () => {
       );
       sent += 1;
     }
-    await closed(slow as Connection);
+    await connectionClosed(slow as Connection);
     expect(sent).toBeLessThan(5_000);
     // Everyone else still gets messages.
     await gql(
@@ -166,7 +155,7 @@ describe('transports', () => {
       first.data?.notify.__typename === 'NotifyChannel' ? first.data.notify.channelId : '';
     const big = 'y'.repeat(16_000);
     let sent = 0;
-    while (!slow?.signal.aborted && sent < 5_000) {
+    while (!slow?.closed && sent < 5_000) {
       await gql(
         server.url,
         PublishDocument,
@@ -175,7 +164,7 @@ describe('transports', () => {
       );
       sent += 1;
     }
-    await closed(slow as Connection);
+    await connectionClosed(slow as Connection);
     expect(sent).toBeLessThan(5_000);
     res.destroy();
     sender.dispose();

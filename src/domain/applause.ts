@@ -175,8 +175,7 @@ export function createApplause(options: ApplauseOptions) {
       await meetings.enter(viewer, meetingId, { allowAnonymous: true });
       const subscription = new Subscription<ApplauseState>({
         capacity: options.subscriptionBuffer,
-        signal: connection.signal,
-        onOverflow: () => connection.overflow(),
+        owner: connection,
       });
       if (subscription.done) return subscription;
       const release = viewer ? membership.join(meetingPresenceSet(meetingId), viewer.userId) : null;

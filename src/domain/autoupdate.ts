@@ -301,8 +301,7 @@ export function createAutoupdate(options: AutoupdateOptions) {
       await changeLog.ready();
       const subscription = new Subscription<AutoupdateBatch>({
         capacity: options.subscriptionBuffer,
-        signal: connection.signal,
-        onOverflow: () => connection.overflow(),
+        owner: connection,
       });
       /** Rows up to here were delivered (or covered by the replay). */
       let cursor = 0;

@@ -84,9 +84,11 @@ const optionalText = (value: string | null | undefined) =>
 /** Moves every event of `source` into `target`, synchronously, until either ends. */
 function pump<S, T>(source: Subscription<S>, target: Subscription<T>, map: (event: S) => T | null) {
   target.onEnd(() => source.end());
-  source.drain((event) => {
-    const mapped = map(event);
-    if (mapped !== null && !target.push(mapped)) source.end();
+  source.drain({
+    take(event) {
+      const mapped = map(event);
+      if (mapped !== null && !target.push(mapped)) source.end();
+    },
   });
 }
 
@@ -211,21 +213,19 @@ export function createChat(options: ChatOptions) {
     const { userId } = viewer;
     const { group } = await users.self(viewer);
     const capacity = options.subscriptionBuffer;
-    const onOverflow = () => connection.overflow();
     const events = new Subscription<ChatEvent>({
       capacity,
-      signal: connection.signal,
-      onOverflow,
+      owner: connection,
     });
     if (events.done) return events;
     const messages = pubsub.subscribe(topic('chat', userId), {
       capacity,
-      signal: connection.signal,
+      owner: connection,
       ...(peerId === null ? {} : { filter: (m) => m.from === peerId || m.to === peerId }),
     });
     pump(messages, events, (m) => m);
     if (group !== null) {
-      const changes = membership.watch(presenceSet(group), { capacity, signal: connection.signal });
+      const changes = membership.watch(presenceSet(group), { capacity, owner: connection });
       pump(changes, events, (c) =>
         c.member === userId ? null : { userId: c.member, active: c.present },
       );
@@ -242,7 +242,7 @@ export function createChat(options: ChatOptions) {
     const viewer = connection.viewer;
     if (!viewer || viewer.isService) return null;
     const { group } = await users.self(viewer);
-    if (group === null || connection.signal.aborted) return null;
+    if (group === null || connection.closed) return null;
     return membership.join(presenceSet(group), viewer.userId);
   }
 

@@ -1,19 +1,16 @@
 import type { Viewer } from '../auth/index.ts';
+import type { Owner } from '../pubsub/index.ts';
 
 /** How a client is connected. */
 export type Transport = 'graphql-ws' | 'sse' | 'http' | 'legacy-stream' | 'legacy-ws';
 
 /**
- * What a domain stream is bound to: the caller and the life of its connection. Streams end when
- * `signal` aborts; a stream whose consumer falls behind calls `overflow`, and the connection
- * layer decides what that means on the wire (the domain knows no close codes).
+ * What a domain stream is bound to: the caller and the life of its connection. Streams are
+ * held by it (they end when it closes); a stream whose consumer falls behind calls `overflow`,
+ * and the connection layer decides what that means on the wire (the domain knows no close codes).
  */
-export interface Binding {
+export interface Binding extends Owner {
   readonly viewer: Viewer | null;
-  /** Aborted once the connection is closed, by either side. */
-  readonly signal: AbortSignal;
-  /** The consumer fell behind its buffer: the connection is closed as a slow consumer. */
-  overflow(): void;
   /**
    * Replaces the connection's identity with a newer token of the same user (the caller checks
    * that): it then expires with the new token. Absent where nothing outlives a request (HTTP).

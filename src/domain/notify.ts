@@ -163,8 +163,7 @@ export function createNotify(options: NotifyOptions) {
       const { userId } = viewer;
       const stream: Stream = new Subscription<NotifyEvent>({
         capacity: options.subscriptionBuffer,
-        signal: connection.signal,
-        onOverflow: () => connection.overflow(),
+        owner: connection,
         initial: [{ channelId }],
       });
       if (stream.done) return stream;

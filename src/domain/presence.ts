@@ -3,6 +3,7 @@ import type { Database } from '../db/index.ts';
 import { badInput, unauthenticated } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import {
+  type Owner,
   type PresencePingEvent,
   type PresenceSnapshot,
   type PresenceStatusName,
@@ -61,10 +62,8 @@ export interface PresenceOptions {
 
 /** How a presence stream is bound to its connection. */
 export interface PresenceStreamOptions {
-  /** Ends the stream (connection closed). */
-  signal: AbortSignal;
-  /** Runs when the subscriber falls `subscriptionBuffer` events behind (the stream has ended). */
-  onOverflow: () => void;
+  /** Ends the stream when it closes; told when the subscriber falls `subscriptionBuffer` behind. */
+  owner: Owner;
   /** Also send online=false when the last ping times out. Default true. */
   timeouts?: boolean;
 }
@@ -306,7 +305,7 @@ export function createPresence(options: PresenceOptions) {
      * A presence stream of `userId`: first the cached ping (if any) at once, then every newer
      * ping, and (unless `timeouts` is false) the last ping again with online=false when it
      * times out. The user's own streams see INVISIBLE pings; other streams do not. Ends with
-     * `signal`. At most once: pings while not subscribed are not replayed (the next stream
+     * its owner. At most once: pings while not subscribed are not replayed (the next stream
      * starts with the cached one).
      */
     async subscribe(
@@ -317,8 +316,7 @@ export function createPresence(options: PresenceOptions) {
       checkUserId(userId);
       const out = new Subscription<PresencePing>({
         capacity: options.subscriptionBuffer,
-        signal: stream.signal,
-        onOverflow: stream.onOverflow,
+        owner: stream.owner,
       });
       if (out.done) return out;
       const sub: Subscriber = {

@@ -256,8 +256,7 @@ export function createProjector(options: ProjectorOptions) {
       await changeLog.ready();
       const subscription = new Subscription<ProjectorUpdate>({
         capacity: options.subscriptionBuffer,
-        signal: connection.signal,
-        onOverflow: () => connection.overflow(),
+        owner: connection,
       });
       const watcher: Watcher = { viewer, subscription, sent: new Map() };
       await enqueue(async () => {

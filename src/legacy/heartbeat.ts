@@ -129,8 +129,7 @@ export function createHeartbeatRoute(deps: LegacyDeps): LegacyRoute {
     res.once('close', () => connection.gone());
     try {
       pings = await services.presence.subscribe(viewer, userId, {
-        signal: connection.signal,
-        onOverflow: () => connection.overflow(),
+        owner: connection,
         // The old wire format has no "online": only real pings are sent.
         timeouts: false,
       });

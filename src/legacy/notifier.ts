@@ -127,9 +127,7 @@ export function createNotifierRoute(deps: LegacyDeps): LegacyRoute {
     };
     core.identify(connection, identity);
     if (connection.closed) return;
-    connection.signal.addEventListener('abort', services.membership.join(CLIENTS_SET, accessId), {
-      once: true,
-    });
+    connection.hold({ end: services.membership.join(CLIENTS_SET, accessId) });
     const batches = await services.autoupdate.subscribe(
       identity,
       { changeId: 0, since: timestamp, data: false },

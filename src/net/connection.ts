@@ -1,6 +1,7 @@
 import type { Viewer } from '../auth/index.ts';
 import { CloseCode } from '../close-codes.ts';
 import type { Binding, SessionEvent, Transport } from '../domain/connections.ts';
+import type { Ending } from '../pubsub/index.ts';
 
 /**
  * How the core reaches one client: the protocol adapter's side of a connection (a WebSocket,
@@ -55,7 +56,9 @@ export class Connection implements Binding {
   viewer: Viewer | null;
   /** The code the server closed it with; null while open or when the peer went away. */
   closeCode: CloseCode | null = null;
-  readonly #controller = new AbortController();
+  #closed = false;
+  /** What ends with the connection (domain streams, cleanups); null once closed. */
+  #held: Ending[] | null = null;
   readonly #host: ConnectionHost;
   #wire: Wire;
   #corked = false;
@@ -76,13 +79,26 @@ export class Connection implements Binding {
     this.#wire = wire;
   }
 
-  /** Aborted once the connection closes, by either side. Domain streams end with it. */
-  get signal(): AbortSignal {
-    return this.#controller.signal;
+  /** True once the connection closed, by either side. */
+  get closed(): boolean {
+    return this.#closed;
   }
 
-  get closed(): boolean {
-    return this.#controller.signal.aborted;
+  /** Ends `item` when the connection closes (at once if it is closed). */
+  hold(item: Ending): void {
+    if (this.#closed) {
+      item.end();
+      return;
+    }
+    // A literal allocates one slot; pushing to [] would reserve seventeen (per connection).
+    if (this.#held) this.#held.push(item);
+    else this.#held = [item];
+  }
+
+  release(item: Ending): void {
+    const held = this.#held;
+    const index = held ? held.indexOf(item) : -1;
+    if (index >= 0) held?.splice(index, 1);
   }
 
   get wire(): Wire {
@@ -185,7 +201,10 @@ export class Connection implements Binding {
 
   #end(): void {
     this.#corked = false;
-    this.#controller.abort();
+    this.#closed = true;
+    const held = this.#held;
+    this.#held = null;
     this.#host.released(this);
+    for (const item of held ?? []) item.end();
   }
 }

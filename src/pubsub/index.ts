@@ -31,5 +31,11 @@ export {
   type RateLimitStore,
 } from './rate-limits.ts';
 export { connectRedis, createRedisPubSub, type RedisClients } from './redis.ts';
-export { Subscription, type SubscriptionOptions } from './subscription.ts';
+export {
+  type Consumer,
+  type Ending,
+  type Owner,
+  Subscription,
+  type SubscriptionOptions,
+} from './subscription.ts';
 export { type Topic, topic } from './topics.ts';

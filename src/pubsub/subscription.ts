@@ -1,46 +1,75 @@
-/** What a subscription does when its consumer falls behind. */
+/** What ends when its owner closes: a subscription, or anything else a connection holds. */
+export interface Ending {
+  end(): void;
+}
+
+/**
+ * What a subscription's life is bound to: a client connection. It ends what it holds when it
+ * closes, and decides what an overflow means (a connection closes as a slow consumer).
+ */
+export interface Owner {
+  /** True once closed. */
+  readonly closed: boolean;
+  /** Calls `item.end()` when the owner closes, unless released before. */
+  hold(item: Ending): void;
+  /** Stops holding `item` (it ended by itself). */
+  release(item: Ending): void;
+  /** A subscription it holds overflowed (and has ended). */
+  overflow(): void;
+}
+
+/** What a subscription does when its consumer falls behind, and what it is bound to. */
 export interface SubscriptionOptions<T> {
-  /** Events held for a consumer that has not pulled them yet; past this, `onOverflow` runs. */
+  /** Events held for a consumer that has not pulled them yet; past this, it overflows. */
   capacity: number;
   /**
-   * Called once when the buffer overflows; the subscription has already ended (its buffered
-   * events are dropped). Transports use it to close the connection as a slow consumer.
+   * Ends the subscription when the owner closes; told (`overflow`) when the buffer overflows.
+   * The usual owner is the subscriber's connection.
+   */
+  owner?: Owner;
+  /**
+   * Called once when the buffer overflows, for subscriptions without an owner; the
+   * subscription has already ended (its buffered events are dropped).
    */
   onOverflow?: () => void;
-  /** Ends the subscription when aborted (connection closed, user dropped, shutdown). */
-  signal?: AbortSignal;
   /** Events delivered first, before anything published. */
   initial?: readonly T[];
 }
+
+/** Takes a drained subscription's events synchronously (see `Subscription.drain`). */
+export interface Consumer<T> {
+  take(value: T): void;
+  /** The subscription ended (by the consumer, its owner, or an overflow). */
+  ended?(): void;
+}
+
+/** The buffer of every drained subscription (push hands events to the consumer instead). */
+const DRAINED: readonly never[] = Object.freeze([]);
 
 /**
  * A bounded push-to-pull queue: the source pushes, the consumer iterates. `return()` ends it at
  * once even while the consumer waits, which async generators cannot do; that is why domain
  * streams are built from this class rather than from `async function*`.
  */
-export class Subscription<T> implements AsyncIterableIterator<T> {
+export class Subscription<T> implements AsyncIterableIterator<T>, Ending {
   readonly #capacity: number;
+  readonly #owner: Owner | undefined;
   readonly #onOverflow: (() => void) | undefined;
-  readonly #cleanups: (() => void)[] = [];
-  #buffer: T[] = [];
+  #cleanups: (() => void)[] | null = null;
+  #buffer: T[];
   #head = 0;
   #waiting: ((result: IteratorResult<T>) => void) | null = null;
-  #sink: ((value: T) => void) | null = null;
+  #sink: Consumer<T> | null = null;
   #done = false;
 
   constructor(options: SubscriptionOptions<T>) {
     this.#capacity = options.capacity;
     this.#onOverflow = options.onOverflow;
-    if (options.initial) this.#buffer.push(...options.initial);
-    const signal = options.signal;
-    if (signal) {
-      if (signal.aborted) this.#finish();
-      else {
-        const onAbort = () => this.#finish();
-        signal.addEventListener('abort', onAbort, { once: true });
-        this.#cleanups.push(() => signal.removeEventListener('abort', onAbort));
-      }
-    }
+    this.#buffer = options.initial ? [...options.initial] : [];
+    const owner = options.owner;
+    this.#owner = owner;
+    if (owner?.closed) this.#finish();
+    else owner?.hold(this);
   }
 
   /** True once ended by the consumer, an abort, or an overflow. */
@@ -50,15 +79,20 @@ export class Subscription<T> implements AsyncIterableIterator<T> {
 
   /** Registers work to run once when the subscription ends (remove listeners, timers). */
   onEnd(cleanup: () => void): void {
-    if (this.#done) cleanup();
-    else this.#cleanups.push(cleanup);
+    if (this.#done) {
+      cleanup();
+      return;
+    }
+    // A literal allocates one slot; pushing to [] would reserve seventeen (per subscription).
+    if (this.#cleanups) this.#cleanups.push(cleanup);
+    else this.#cleanups = [cleanup];
   }
 
   /** Queues an event (or hands it to the sink); returns false when the subscription has ended. */
   push(value: T): boolean {
     if (this.#done) return false;
     if (this.#sink) {
-      this.#sink(value);
+      this.#sink.take(value);
       return !this.#done;
     }
     if (this.#waiting) {
@@ -69,6 +103,7 @@ export class Subscription<T> implements AsyncIterableIterator<T> {
     }
     if (this.#buffer.length - this.#head >= this.#capacity) {
       this.#finish();
+      this.#owner?.overflow();
       this.#onOverflow?.();
       return false;
     }
@@ -78,18 +113,21 @@ export class Subscription<T> implements AsyncIterableIterator<T> {
 
   /**
    * Switches to push mode: every queued event, then every later one, goes synchronously to
-   * `sink` (no queue, no promise per event). For consumers that bound their own output, like
-   * the fan-out writer, which checks each socket's unsent bytes. Use instead of iterating.
+   * `consumer` (no queue, no promise per event), which is told when the subscription ends.
+   * For consumers that bound their own output, like the fan-out writer, which checks each
+   * connection's unsent bytes. Use instead of iterating.
    */
-  drain(sink: (value: T) => void): void {
+  drain(consumer: Consumer<T>): void {
     if (this.#sink) throw new Error('Subscription is already drained');
-    this.#sink = sink;
+    if (this.#done) return void consumer.ended?.();
+    this.#sink = consumer;
     const queued = this.#buffer.slice(this.#head);
-    this.#buffer = [];
+    // Nothing is queued once drained: no buffer of its own.
+    this.#buffer = DRAINED as unknown as T[];
     this.#head = 0;
     for (const value of queued) {
       if (this.#done) return;
-      sink(value);
+      consumer.take(value);
     }
   }
 
@@ -131,11 +169,15 @@ export class Subscription<T> implements AsyncIterableIterator<T> {
   #finish(): void {
     if (this.#done) return;
     this.#done = true;
-    this.#buffer = [];
+    this.#buffer = DRAINED as unknown as T[];
     this.#head = 0;
-    for (const cleanup of this.#cleanups.splice(0)) cleanup();
+    this.#owner?.release(this);
+    const cleanups = this.#cleanups;
+    this.#cleanups = null;
+    for (const cleanup of cleanups ?? []) cleanup();
     const waiting = this.#waiting;
     this.#waiting = null;
     waiting?.({ value: undefined, done: true });
+    this.#sink?.ended?.();
   }
 }

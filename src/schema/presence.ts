@@ -53,8 +53,7 @@ builder.subscriptionField('presence', (t) =>
     args: { userId: t.arg.id({ required: true }) },
     subscribe: (_root, { userId }, ctx) =>
       ctx.services.presence.subscribe(requireViewer(ctx), String(userId), {
-        signal: ctx.connection.signal,
-        onOverflow: () => ctx.connection.overflow(),
+        owner: ctx.connection,
       }),
     resolve: (ping) => ping,
   }),

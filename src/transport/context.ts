@@ -6,7 +6,7 @@ import type { Database } from '../db/index.ts';
 import type { Binding } from '../domain/connections.ts';
 import type { Services } from '../domain/index.ts';
 import { isAppError } from '../errors.ts';
-import type { PubSub } from '../pubsub/index.ts';
+import type { Ending, PubSub } from '../pubsub/index.ts';
 import type { Context, RequestInfo } from '../schema/context.ts';
 
 /**
@@ -49,6 +49,37 @@ export function authError(error: unknown): GraphQLError {
   });
 }
 
+/**
+ * The binding of a plain HTTP request: it lives as long as the request. Nothing it holds
+ * outlives the request (a subscription over plain HTTP ends when the client goes away).
+ */
+function requestBinding(viewer: Viewer | null, signal: AbortSignal): Binding {
+  let held: Ending[] | null = null;
+  const binding: Binding = {
+    viewer,
+    get closed() {
+      return signal.aborted;
+    },
+    hold(item) {
+      if (signal.aborted) return item.end();
+      if (held === null) {
+        held = [];
+        signal.addEventListener('abort', () => {
+          for (const each of held?.splice(0) ?? []) each.end();
+        });
+      }
+      held.push(item);
+    },
+    release(item) {
+      const index = held?.indexOf(item) ?? -1;
+      if (index >= 0) held?.splice(index, 1);
+    },
+    // Nothing to close: the response stream bounds itself.
+    overflow() {},
+  };
+  return binding;
+}
+
 /** Builds the per-operation GraphQL context from what the transport knows. */
 export function createContextFactory(deps: ContextDeps) {
   return async (initial: YogaInitialContext & TransportContext): Promise<Context> => {
@@ -63,12 +94,7 @@ export function createContextFactory(deps: ContextDeps) {
         throw authError(error);
       }
     }
-    // A plain HTTP request: its "connection" lives as long as the request.
-    const connection = initial.connection ?? {
-      viewer,
-      signal: initial.request.signal,
-      overflow: () => {},
-    };
+    const connection = initial.connection ?? requestBinding(viewer, initial.request.signal);
     return {
       viewer,
       connection,

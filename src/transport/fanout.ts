@@ -8,7 +8,7 @@ import {
   Kind,
 } from 'graphql';
 import type { Metrics } from '../metrics.ts';
-import { publishTimeOf, Subscription } from '../pubsub/index.ts';
+import { type Consumer, publishTimeOf, Subscription } from '../pubsub/index.ts';
 
 /**
  * Where the results of one operation go: a protocol's frames for that operation (graphql-ws
@@ -21,8 +21,11 @@ export interface OperationSink {
   complete(): void;
 }
 
-/** Stops a running fan-out subscription (the client completed it); `complete` is not called. */
-export type StopOperation = () => void;
+/** A running operation. */
+export interface Running {
+  /** Stops it (the client completed it or went away); the sink's `complete` is not called. */
+  stop(): void;
+}
 
 /** What a fan-out subscribe needs besides the execution arguments. */
 export interface FanoutRequest {
@@ -117,28 +120,57 @@ export function createFanout(metrics: Metrics) {
     return group;
   };
 
-  /** Writes a group's results to one subscriber's sink, in event order. */
-  function deliverTo(group: Group, subscription: Subscription<unknown>, sink: OperationSink) {
-    // Results that need async execution keep their order behind this tail.
-    let tail: Promise<void> | null = null;
-    const emit = (json: string) => {
-      metrics.tally.deliveries += 1;
-      sink.next(json);
-    };
-    return (event: unknown) => {
-      const result = group.resultFor(event);
-      if (typeof result === 'string' && tail === null) return emit(result);
-      const previous: Promise<void> = tail ?? Promise.resolve();
+  /**
+   * One subscriber: writes its group's results to its sink in event order, and tells the sink
+   * when the subscription ends on the server's side. Also what stops it.
+   */
+  class Delivery implements Consumer<unknown>, Running {
+    readonly #group: Group;
+    readonly #subscription: Subscription<unknown>;
+    readonly #sink: OperationSink;
+    /** Results that need async execution keep their order behind this tail. */
+    #tail: Promise<void> | null = null;
+    #stopped = false;
+
+    constructor(group: Group, subscription: Subscription<unknown>, sink: OperationSink) {
+      this.#group = group;
+      this.#subscription = subscription;
+      this.#sink = sink;
+      metrics.subscriptions.inc({ field: group.field });
+    }
+
+    take(event: unknown): void {
+      const result = this.#group.resultFor(event);
+      if (typeof result === 'string' && this.#tail === null) {
+        this.#emit(result);
+        return;
+      }
+      const previous: Promise<void> = this.#tail ?? Promise.resolve();
       const next: Promise<void> = previous
         .then(() => result)
         .then((json) => {
-          if (!subscription.done) emit(json);
+          if (!this.#subscription.done) this.#emit(json);
         })
         .finally(() => {
-          if (tail === next) tail = null;
+          if (this.#tail === next) this.#tail = null;
         });
-      tail = next;
-    };
+      this.#tail = next;
+    }
+
+    ended(): void {
+      metrics.subscriptions.dec({ field: this.#group.field });
+      if (!this.#stopped) this.#sink.complete();
+    }
+
+    stop(): void {
+      this.#stopped = true;
+      this.#subscription.end();
+    }
+
+    #emit(json: string): void {
+      metrics.tally.deliveries += 1;
+      this.#sink.next(json);
+    }
   }
 
   return {
@@ -150,29 +182,20 @@ export function createFanout(metrics: Metrics) {
     /**
      * Starts a subscription operation and delivers at once: its first events may reach `sink`
      * before this resolves. Resolves the refusal (an ExecutionResult with errors) when the
-     * subscribe resolver throws, or the function that stops the subscription.
+     * subscribe resolver throws, or the running subscription.
      */
     async subscribe(
       request: FanoutRequest,
       sink: OperationSink,
-    ): Promise<ExecutionResult | StopOperation> {
+    ): Promise<ExecutionResult | Running> {
       const group = groupOf(request);
       const source = await createSourceEventStream(request.args);
       if (!(Symbol.asyncIterator in source)) return group.masked(source);
       const subscription =
         source instanceof Subscription ? (source as Subscription<unknown>) : adopt(source);
-      const { field } = group;
-      metrics.subscriptions.inc({ field });
-      let stopped = false;
-      subscription.onEnd(() => {
-        metrics.subscriptions.dec({ field });
-        if (!stopped) sink.complete();
-      });
-      subscription.drain(deliverTo(group, subscription, sink));
-      return () => {
-        stopped = true;
-        subscription.end();
-      };
+      const delivery = new Delivery(group, subscription, sink);
+      subscription.drain(delivery);
+      return delivery;
     },
   };
 }

@@ -17,7 +17,7 @@ import type { ConnectionCore } from '../net/core.ts';
 import { WebSocketWire } from '../net/wires.ts';
 import type { RequestInfo } from '../schema/context.ts';
 import { requestInfo } from './context.ts';
-import type { OperationSink, StopOperation } from './fanout.ts';
+import type { OperationSink, Running } from './fanout.ts';
 import { isRefused, type OperationRunner } from './operation.ts';
 
 export interface GraphQLWsOptions {
@@ -62,7 +62,7 @@ interface Session {
   url: string | undefined;
   info: RequestInfo;
   /** Running operations by id; null until the first one. A null value is being started. */
-  operations: Map<string, StopOperation | null> | null;
+  operations: Map<string, Running | null> | null;
 }
 
 const SESSION = Symbol('graphql-ws session');
@@ -76,6 +76,30 @@ const frame = {
     JSON.stringify({ id, type: MessageType.Error, payload: errors.map((e) => e.toJSON()) }),
   pong_with: (payload: unknown) => JSON.stringify({ type: MessageType.Pong, payload }),
 };
+
+/** The frames of one operation (`next`, `complete`), on its socket's connection. */
+class OperationFrames implements OperationSink {
+  readonly #session: Session;
+  readonly #connection: Connection;
+  readonly #id: string;
+  readonly #prefix: string;
+
+  constructor(session: Session, connection: Connection, id: string) {
+    this.#session = session;
+    this.#connection = connection;
+    this.#id = id;
+    this.#prefix = `{"id":${JSON.stringify(id)},"type":"next","payload":`;
+  }
+
+  next(json: string): void {
+    this.#connection.send(`${this.#prefix}${json}}`);
+  }
+
+  complete(): void {
+    // Only while the client still has it: after its own complete, it expects nothing.
+    if (this.#session.operations?.delete(this.#id)) this.#connection.send(frame.complete(this.#id));
+  }
+}
 
 /**
  * GraphQL over WebSocket (the graphql-transport-ws protocol of graphql-ws) on the connection
@@ -133,18 +157,6 @@ export function createGraphQLWsServer(options: GraphQLWsOptions) {
     session.connection.send(frame.ack);
   }
 
-  /** The sink of one operation: its frames, on the socket's connection. */
-  function sinkOf(session: Session, connection: Connection, id: string): OperationSink {
-    const prefix = `{"id":${JSON.stringify(id)},"type":"next","payload":`;
-    return {
-      next: (json) => connection.send(`${prefix}${json}}`),
-      complete: () => {
-        // Only while the client still has it: after its own complete, it expects nothing.
-        if (session.operations?.delete(id)) connection.send(frame.complete(id));
-      },
-    };
-  }
-
   async function subscribe(socket: SessionSocket, session: Session, message: SubscribeMessage) {
     const { connection } = session;
     if (session.phase !== Phase.Acknowledged || !connection) {
@@ -168,7 +180,7 @@ export function createGraphQLWsServer(options: GraphQLWsOptions) {
       connection,
       session.info,
       payload,
-      sinkOf(session, connection, id),
+      new OperationFrames(session, connection, id),
     );
     if (isRefused(started)) {
       if (running.delete(id)) connection.send(frame.error(id, started.errors));
@@ -176,7 +188,7 @@ export function createGraphQLWsServer(options: GraphQLWsOptions) {
     }
     // Completed meanwhile (by the client, a single result, the socket closing): nothing to keep.
     if (session.operations === running && running.get(id) === null) running.set(id, started);
-    else started();
+    else started.stop();
   }
 
   function onMessage(this: WebSocket, data: RawData, isBinary: boolean) {
@@ -212,7 +224,7 @@ export function createGraphQLWsServer(options: GraphQLWsOptions) {
       case MessageType.Complete: {
         const stop = session.operations?.get(message.id);
         session.operations?.delete(message.id);
-        stop?.();
+        stop?.stop();
         return;
       }
       default:
@@ -241,7 +253,7 @@ export function createGraphQLWsServer(options: GraphQLWsOptions) {
     if (session.initTimer) clearTimeout(session.initTimer);
     const running = session.operations;
     session.operations = null;
-    if (running) for (const stop of running.values()) stop?.();
+    if (running) for (const operation of running.values()) operation?.stop();
     session.connection?.gone();
   }
 

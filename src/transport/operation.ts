@@ -7,7 +7,7 @@ import {
 } from 'graphql';
 import type { Connection } from '../net/connection.ts';
 import type { RequestInfo } from '../schema/context.ts';
-import type { Fanout, OperationSink, StopOperation } from './fanout.ts';
+import type { Fanout, OperationSink, Running } from './fanout.ts';
 import { nulError } from './input.ts';
 import type { Yoga } from './yoga.ts';
 
@@ -24,10 +24,10 @@ export interface Refused {
   errors: readonly GraphQLError[];
 }
 
-/** What `start` resolves: the refusal, or the function that stops the running operation. */
-export type Started = Refused | StopOperation;
+/** What `start` resolves: the refusal, or the running operation. */
+export type Started = Refused | Running;
 
-export const isRefused = (started: Started): started is Refused => typeof started !== 'function';
+export const isRefused = (started: Started): started is Refused => 'errors' in started;
 
 export interface OperationRunnerOptions {
   yoga: Yoga;
@@ -78,7 +78,7 @@ export function createOperationRunner(options: OperationRunnerOptions) {
   return {
     /**
      * Runs one operation as `connection`'s viewer. Resolves its refusal (nothing was sent to
-     * `sink`) or its stop function; results may reach `sink` before it resolves. With
+     * `sink`) or the running operation; results may reach `sink` before it resolves. With
      * `mutations: false` (GraphQL over GET) a mutation is refused.
      */
     async start(
@@ -108,8 +108,7 @@ export function createOperationRunner(options: OperationRunnerOptions) {
       };
       if (prepared.type === 'subscription') {
         const started = await fanout.subscribe({ args, maskError, query: params.query }, sink);
-        if (typeof started === 'function') return started;
-        return single(started, sink);
+        return 'stop' in started ? started : single(started, sink);
       }
       return single((await enveloped.execute(args)) as ExecutionResult, sink);
     },
@@ -117,10 +116,12 @@ export function createOperationRunner(options: OperationRunnerOptions) {
 }
 
 /** A single result: one `next`, then `complete`; there is nothing to stop afterwards. */
-function single(result: ExecutionResult, sink: OperationSink): StopOperation {
+function single(result: ExecutionResult, sink: OperationSink): Running {
   sink.next(JSON.stringify(result));
   sink.complete();
-  return () => {};
+  return DONE;
 }
+
+const DONE: Running = { stop() {} };
 
 export type OperationRunner = ReturnType<typeof createOperationRunner>;

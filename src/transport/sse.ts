@@ -7,7 +7,7 @@ import type { Connection } from '../net/connection.ts';
 import type { ConnectionCore } from '../net/core.ts';
 import { ResponseWire } from '../net/wires.ts';
 import { authError, requestInfo } from './context.ts';
-import type { OperationSink, StopOperation } from './fanout.ts';
+import type { OperationSink, Running } from './fanout.ts';
 import { tooManySubscriptions } from './graphql-ws.ts';
 import { BodyTooLarge, readBody, sendJson } from './http.ts';
 import { isRefused, type OperationParams, type OperationRunner } from './operation.ts';
@@ -55,7 +55,7 @@ interface Reservation {
   connection: Connection;
   wire: ResponseWire;
   /** Running operations by their client-chosen id; null while one is being started. */
-  operations: Map<string, StopOperation | null>;
+  operations: Map<string, Running | null>;
   /** When an unopened reservation is dropped (epoch ms); null once its stream is open. */
   deadline: number | null;
 }
@@ -67,12 +67,47 @@ const SSE_HEADERS = {
   'x-accel-buffering': 'no',
 };
 
-const event = {
-  next: (json: string) => `event: next\ndata: ${json}\n\n`,
-  complete: 'event: complete\ndata:\n\n',
-  nextOf: (prefix: string, json: string) => `event: next\ndata: ${prefix}${json}}\n\n`,
-  completeOf: (id: string) => `event: complete\ndata: {"id":${JSON.stringify(id)}}\n\n`,
-};
+/** The events of a stream of its own (distinct connections mode); it ends with its operation. */
+class StreamEvents implements OperationSink {
+  readonly #connection: Connection;
+
+  constructor(connection: Connection) {
+    this.#connection = connection;
+  }
+
+  next(json: string): void {
+    this.#connection.send(`event: next\ndata: ${json}\n\n`);
+  }
+
+  complete(): void {
+    this.#connection.send('event: complete\ndata:\n\n');
+    this.#connection.close(CloseCode.Normal, 'complete');
+  }
+}
+
+/** The events of one operation on a reserved stream (single connection mode), by its id. */
+class ReservedStreamEvents implements OperationSink {
+  readonly #reservation: Reservation;
+  readonly #id: string;
+  readonly #prefix: string;
+
+  constructor(reservation: Reservation, id: string) {
+    this.#reservation = reservation;
+    this.#id = id;
+    this.#prefix = `event: next\ndata: {"id":${JSON.stringify(id)},"payload":`;
+  }
+
+  next(json: string): void {
+    this.#reservation.connection.send(`${this.#prefix}${json}}\n\n`);
+  }
+
+  complete(): void {
+    // Only while the client still has it: after its DELETE, it expects nothing.
+    if (!this.#reservation.operations.delete(this.#id)) return;
+    const id = JSON.stringify(this.#id);
+    this.#reservation.connection.send(`event: complete\ndata: {"id":${id}}\n\n`);
+  }
+}
 
 const errorBody = (message: string, code?: string) => ({
   errors: [{ message, ...(code ? { extensions: { code } } : {}) }],
@@ -229,17 +264,15 @@ export function createSseServer(options: SseOptions) {
     };
     reservations.set(token, reservation);
     unopened.set(token, reservation);
-    connection.signal.addEventListener(
-      'abort',
-      () => {
+    connection.hold({
+      end: () => {
         reservations.delete(token);
         unopened.delete(token);
         const running = [...reservation.operations.values()];
         reservation.operations.clear();
-        for (const stop of running) stop?.();
+        for (const operation of running) operation?.stop();
       },
-      { once: true },
-    );
+    });
     sweep ??= setInterval(sweepReservations, Math.min(1000, options.reservationTimeoutMs));
     sweep.unref();
     res.writeHead(201, { 'content-type': 'text/plain; charset=utf-8' });
@@ -274,20 +307,14 @@ export function createSseServer(options: SseOptions) {
       return sendJson(res, 429, { errors: [error.toJSON()] });
     }
     running.set(id, null);
-    const prefix = `{"id":${JSON.stringify(id)},"payload":`;
-    const sink: OperationSink = {
-      next: (json) => connection.send(event.nextOf(prefix, json)),
-      complete: () => {
-        if (running.delete(id)) connection.send(event.completeOf(id));
-      },
-    };
+    const sink = new ReservedStreamEvents(reservation, id);
     const started = await operations.start(connection, requestInfo(req, 'sse'), params, sink);
     if (isRefused(started)) {
       running.delete(id);
       return sendJson(res, 400, { errors: started.errors.map((e) => e.toJSON()) });
     }
     if (running.get(id) === null && !connection.closed) running.set(id, started);
-    else started();
+    else started.stop();
     res.writeHead(202);
     res.end();
   }
@@ -298,9 +325,9 @@ export function createSseServer(options: SseOptions) {
     const reservation = reservationOf(req, viewer);
     const id = new URL(req.url ?? '/', 'http://localhost').searchParams.get('operationId');
     if (!id) throw new Refusal(400, 'Operation ID is missing');
-    const stopOperation = reservation.operations.get(id);
+    const operation = reservation.operations.get(id);
     reservation.operations.delete(id);
-    stopOperation?.();
+    operation?.stop();
     res.writeHead(200);
     res.end();
   }
@@ -314,19 +341,13 @@ export function createSseServer(options: SseOptions) {
     respondHeaders(req, res);
     res.once('close', () => connection.gone());
     wire.open(res);
-    const sink: OperationSink = {
-      next: (json) => connection.send(event.next(json)),
-      complete: () => {
-        connection.send(event.complete);
-        connection.close(CloseCode.Normal, 'complete');
-      },
-    };
+    const sink = new StreamEvents(connection);
     const started = await operations.start(connection, requestInfo(req, 'sse'), params, sink, {
       mutations: req.method !== 'GET',
     });
     if (!isRefused(started)) {
       // The stream ends with the operation; the client ends it by going away.
-      connection.signal.addEventListener('abort', started, { once: true });
+      connection.hold({ end: () => started.stop() });
       return;
     }
     sink.next(JSON.stringify({ errors: started.errors.map((e) => e.toJSON()) }));
