@@ -145,6 +145,7 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     logger,
     metrics,
     connections: core,
+    verifyToken: (token) => auth.verify(token),
   });
 
   const yoga = createGraphQLServer({

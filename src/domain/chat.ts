@@ -203,27 +203,45 @@ export function createChat(options: ChatOptions) {
    * The viewer's chat stream: messages to or from it (only those with `peerId` when given) and
    * ConnectionState changes of the other users of its group. Ends with the connection; a
    * consumer that falls `subscriptionBuffer` events behind has its connection closed (4499).
+   *
+   * With `afterId` it resumes: first every stored message after that id (ids order messages:
+   * a later message has a larger id), oldest first, then live ones, with no gap and no repeat
+   * between the two. It listens before it reads, and drops live messages the replay already
+   * had (by id, so a message committed late with a smaller id is still delivered once). At most
+   * `subscriptionBuffer` messages are replayed: further behind, BAD_USER_INPUT says to page
+   * with `messages` first.
    */
   async function subscribe(
     viewerOrNull: Viewer | null,
     peerId: string | null,
     connection: Binding,
+    afterId: string | null = null,
   ): Promise<Subscription<ChatEvent>> {
     const viewer = requireUser(viewerOrNull);
     const { userId } = viewer;
+    if (afterId !== null && !/^\d{1,18}$/.test(afterId)) {
+      throw badInput('afterId must be a message id');
+    }
     const { group } = await users.self(viewer);
     const capacity = options.subscriptionBuffer;
-    const events = new Subscription<ChatEvent>({
-      capacity,
-      owner: connection,
-    });
+    const events = new Subscription<ChatEvent>({ capacity, owner: connection });
     if (events.done) return events;
     const messages = pubsub.subscribe(topic('chat', userId), {
       capacity,
       owner: connection,
       ...(peerId === null ? {} : { filter: (m) => m.from === peerId || m.to === peerId }),
     });
-    pump(messages, events, (m) => m);
+    let replayed: Set<string> | null = null;
+    if (afterId !== null) {
+      try {
+        replayed = await replay(userId, peerId, BigInt(afterId), events, capacity);
+      } catch (error) {
+        events.end();
+        messages.end();
+        throw error;
+      }
+    }
+    pump(messages, events, (m) => (replayed?.has(m.id) ? null : m));
     if (group !== null) {
       const changes = membership.watch(presenceSet(group), { capacity, owner: connection });
       pump(changes, events, (c) =>
@@ -231,6 +249,38 @@ export function createChat(options: ChatOptions) {
       );
     }
     return events;
+  }
+
+  /** Pushes the stored messages after `afterId` into `events`; returns their ids. */
+  async function replay(
+    userId: string,
+    peerId: string | null,
+    afterId: bigint,
+    events: Subscription<ChatEvent>,
+    limit: number,
+  ): Promise<Set<string>> {
+    const rows = await prisma.chatMessage.findMany({
+      where: {
+        id: { gt: afterId },
+        ...(peerId === null
+          ? { OR: [{ fromId: userId }, { toId: userId }] }
+          : { pairKey: pairKey(userId, peerId) }),
+      },
+      orderBy: { id: 'asc' },
+      take: limit + 1,
+    });
+    if (rows.length > limit) {
+      throw badInput(
+        `More than ${limit} messages after ${afterId}: page through them with messages, then resume from the last id`,
+      );
+    }
+    const ids = new Set<string>();
+    for (const row of rows) {
+      const message = toMessage(row);
+      ids.add(message.id);
+      events.push(message);
+    }
+    return ids;
   }
 
   /**

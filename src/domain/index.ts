@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { Viewer } from '../auth/index.ts';
 import type { Config } from '../config.ts';
 import type { Database } from '../db/index.ts';
 import type { Logger } from '../logger.ts';
@@ -23,6 +24,7 @@ import { createMeetings, type Meetings } from './meetings.ts';
 import { createNotify, type Notify } from './notify.ts';
 import { createPresence, type Presence } from './presence.ts';
 import { createProjector, type Projector } from './projector.ts';
+import { createSessions, type Sessions } from './sessions.ts';
 import { createUsers, type Users } from './users.ts';
 import { createWsTokens, type WsTokens } from './ws-tokens.ts';
 
@@ -50,6 +52,8 @@ export interface Services {
   autoupdate: Autoupdate;
   /** Projector streams rendered from the keyed data. */
   projector: Projector;
+  /** In-band token refresh and expiry warnings of live connections. */
+  sessions: Sessions;
   /** Closes a user's connections on every instance. */
   dropUser: DropUser;
   /** Per-user rate limits and the reporting of refused requests (logs, metrics). */
@@ -68,6 +72,8 @@ export interface ServiceDeps {
   metrics: Metrics;
   /** This instance's open connections (the connection core), for dropUser. */
   connections: ConnectionRegistry;
+  /** Verifies tokens (refreshToken). */
+  verifyToken: (token: string) => Promise<Viewer>;
 }
 
 export function createServices({
@@ -78,6 +84,7 @@ export function createServices({
   logger,
   metrics,
   connections,
+  verifyToken,
 }: ServiceDeps): Services {
   const instanceId = randomUUID();
   const limits = createLimits({
@@ -114,7 +121,7 @@ export function createServices({
     pruneIntervalMs: config.AUTOUPDATE_PRUNE_INTERVAL_MS,
     catchupMs: config.AUTOUPDATE_CATCHUP_MS,
   });
-  const users = createUsers({ db, serviceSecret: config.CHATTER_SERVICE_SECRET });
+  const users = createUsers({ db, pubsub, serviceSecret: config.CHATTER_SERVICE_SECRET });
   const chat = createChat({
     db,
     pubsub,
@@ -198,6 +205,10 @@ export function createServices({
       subscriptionBuffer: config.SUBSCRIPTION_BUFFER,
     }),
     projector,
+    sessions: createSessions({
+      verify: verifyToken,
+      subscriptionBuffer: config.SUBSCRIPTION_BUFFER,
+    }),
     dropUser,
     limits,
     async stop() {

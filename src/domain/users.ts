@@ -2,6 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { Viewer } from '../auth/index.ts';
 import type { Database } from '../db/index.ts';
 import { badInput, forbidden, unauthenticated } from '../errors.ts';
+import { type PubSub, topic } from '../pubsub/index.ts';
 
 /** A user as stored: its id (the token's `sub`) and its chat group. */
 export interface User {
@@ -25,9 +26,11 @@ export type UserAdmin = Viewer | null | { secret: string };
 
 export interface UsersOptions {
   db: Database;
+  /** Tells every instance about changed groups (their caches follow). */
+  pubsub: PubSub;
   /** Chatter's service secret (CHATTER_SERVICE_SECRET); undefined: only service tokens. */
   serviceSecret?: string | undefined;
-  /** Users remembered as existing, per instance. Default 10,000. */
+  /** Users remembered as existing, and groups remembered, per instance. Default 10,000. */
   knownCacheSize?: number;
 }
 
@@ -49,6 +52,23 @@ function secretMatches(given: string, expected: string | undefined): boolean {
   const a = Buffer.from(given);
   const b = Buffer.from(expected);
   return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** A Map that forgets its oldest entries past `max` (insertion order is age). */
+function boundedMap<V>(max: number) {
+  const map = new Map<string, V>();
+  return {
+    get: (key: string) => map.get(key),
+    has: (key: string) => map.has(key),
+    set(key: string, value: V) {
+      map.delete(key);
+      map.set(key, value);
+      if (map.size > max) {
+        const oldest = map.keys().next().value;
+        if (oldest !== undefined) map.delete(oldest);
+      }
+    },
+  };
 }
 
 /** A Set that forgets its oldest entries past `max` (insertion order is age). */
@@ -76,6 +96,20 @@ export function createUsers(options: UsersOptions) {
   // Users known to exist: `ensure` skips the database for them (one instance's view; rows are
   // never deleted, so a stale entry cannot lie).
   const known = boundedSet(options.knownCacheSize ?? 10_000);
+  // Stored groups, per instance: a connection's chat presence and every chat stream read the
+  // group, so opening thousands of connections must not cost a query each. Changes reach every
+  // instance through `userChanged`; a read that raced with a change is not cached.
+  const groups = boundedMap<string | null>(options.knownCacheSize ?? 10_000);
+  let changes = 0;
+  const changed = (change: { userId: string; group: string | null }) => {
+    changes += 1;
+    groups.set(change.userId, change.group);
+  };
+  options.pubsub.listen(topic('userChanged'), changed);
+  const announce = async (user: User) => {
+    changed(user);
+    await options.pubsub.publish(topic('userChanged'), { userId: user.userId, group: user.group });
+  };
 
   const toUser = (row: { id: string; group: string | null }): User => ({
     userId: row.id,
@@ -129,12 +163,17 @@ export function createUsers(options: UsersOptions) {
 
     /** The stored user, creating it from the viewer's token when unknown. */
     async self(viewer: Viewer): Promise<User> {
+      const cached = groups.get(viewer.userId);
+      if (cached !== undefined) return { userId: viewer.userId, group: cached };
+      const before = changes;
       await ensure(viewer);
       const row = await prisma.user.findUnique({
         where: { id: viewer.userId },
         select: { id: true, group: true },
       });
-      return row ? toUser(row) : { userId: viewer.userId, group: viewer.group };
+      const user = row ? toUser(row) : { userId: viewer.userId, group: viewer.group };
+      if (changes === before) groups.set(user.userId, user.group);
+      return user;
     },
 
     /** Every user of a group, ordered by id. */
@@ -161,7 +200,9 @@ export function createUsers(options: UsersOptions) {
         select: { id: true, group: true },
       });
       known.add(id);
-      return toUser(row);
+      const user = toUser(row);
+      await announce(user);
+      return user;
     },
 
     /**
@@ -177,7 +218,9 @@ export function createUsers(options: UsersOptions) {
       });
       if (count === 0) throw badInput('User already exists');
       known.add(id);
-      return { userId: id, group: group ?? null };
+      const user = { userId: id, group: group ?? null };
+      await announce(user);
+      return user;
     },
   };
 }

@@ -145,6 +145,8 @@ export class Connection implements Binding {
 
   renew(viewer: Viewer): void {
     if (this.closed) return;
+    // A new token is warned about again, even when it expires in the same second.
+    this.#warnedFor = null;
     this.#host.renew(this, viewer);
     if (viewer.expiresAt !== null) this.#emit({ kind: 'refreshed', expiresAt: viewer.expiresAt });
   }

@@ -25,6 +25,12 @@ export interface EventMap {
    * of change ids; each instance reads the rows from Postgres once. Published after commit.
    */
   autoupdate: ChangeRange;
+  /**
+   * A user's stored group changed (upsertUser, chatter's POST user), on `topic('userChanged')`:
+   * every instance updates its cache of groups (at most once; a missed one expires with the
+   * cache entry's eviction, and the database stays the truth).
+   */
+  userChanged: UserChange;
   /** A dropUser request on `topic('dropUser')`: every instance closes the user's connections. */
   dropUser: DropUserCommand;
   /** One instance's answer to a dropUser request, on `topic('dropUserReply', requesterId)`. */
@@ -70,6 +76,12 @@ export interface PresencePingEvent {
 export interface ChangeRange {
   fromChangeId: number;
   toChangeId: number;
+}
+
+/** The stored group of `userId` is now `group`. */
+export interface UserChange {
+  userId: string;
+  group: string | null;
 }
 
 /** Close every connection of `userId`; answer on the requester's reply topic. */

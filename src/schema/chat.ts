@@ -100,13 +100,20 @@ builder.subscriptionField('chat', (t) =>
   t.field({
     type: ChatEventRef,
     description:
-      'Chat messages to or from the viewer (all its devices) and connection changes in its group.',
-    args: { peerId: t.arg.id({ description: 'Only messages of this conversation.' }) },
-    subscribe: (_root, { peerId }, ctx) =>
+      'Chat messages to or from the viewer (all its devices) and connection changes in its group. With afterId: first every stored message after that id (oldest first), then live ones, with no gap and no repeat between the two.',
+    args: {
+      peerId: t.arg.id({ description: 'Only messages of this conversation.' }),
+      afterId: t.arg.id({
+        description:
+          'Resume after this message id (the last one seen): ids order messages. At most SUBSCRIPTION_BUFFER messages are replayed.',
+      }),
+    },
+    subscribe: (_root, { peerId, afterId }, ctx) =>
       ctx.services.chat.subscribe(
         ctx.viewer,
         peerId === null || peerId === undefined ? null : String(peerId),
         ctx.connection,
+        afterId === null || afterId === undefined ? null : String(afterId),
       ),
     resolve: (event) => event,
   }),

@@ -10,6 +10,7 @@ import './chat.ts';
 import './applause.ts';
 import './meetings.ts';
 import './presence.ts';
+import './sessions.ts';
 
 /** The executable schema; the printed form lives in schema/schema.graphql (npm run codegen). */
 export const schema = lexicographicSortSchema(builder.toSchema());
