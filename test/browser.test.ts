@@ -372,3 +372,45 @@ describe('/demo tokens', () => {
     await page.close();
   });
 });
+
+describe('/demo sessions', () => {
+  // Demo tokens live 8 hours; a warning time longer than that warns at once, so the page
+  // refreshes its token as soon as it is live.
+  const { a: dev } = useInstances(
+    { AUTH_TOKEN_KEY: undefined, TOKEN_EXPIRY_WARNING_S: '30000' },
+    1,
+    { redis: false },
+  );
+
+  it('refreshes its token on the open socket, and resumes chat after a reconnect', async () => {
+    const ada = await context.newPage();
+    const errors = watchErrors(ada);
+    await ada.goto(`${dev.url}/demo?user=ada&users=ada,grace`);
+    await poll(() => ada.locator('#link-state').innerText()).toBe('live');
+    await poll(() => ada.locator('#session-state').innerText()).toContain('session refreshed');
+    // Still the one socket it started with: refreshed in-band, not reconnected.
+    expect(dev.app.connections.forUser('ada')).toHaveLength(1);
+
+    // The socket drops (the server goes away from under it, 1001); a message is sent while
+    // Ada has no connection at all; after the page reconnects, the chat resumes with it.
+    const grace = (
+      (await (await fetch(`${dev.url}/demo/token?user=grace`)).json()) as {
+        token: string;
+      }
+    ).token;
+    const [connection] = dev.app.connections.forUser('ada');
+    connection?.close(1001, 'test: going away');
+    const sent = await gql(
+      dev.url,
+      'mutation ($to: ID!) { sendChatMessage(to: $to, text: "while you were away") { id } }',
+      { to: 'ada' },
+      grace,
+    );
+    expect(sent.body.errors).toBeUndefined();
+    expect(dev.app.connections.forUser('ada')).toHaveLength(0);
+    await poll(() => ada.locator('#link-state').innerText()).toBe('live');
+    await poll(() => ada.locator('#chat-log').innerText()).toContain('while you were away');
+    expect(errors).toEqual([]);
+    await ada.close();
+  });
+});

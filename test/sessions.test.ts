@@ -1,6 +1,9 @@
+import { fetchExchange, subscriptionExchange, Client as UrqlClient } from '@urql/core';
 import { print } from 'graphql';
 import { createClient as createSseClient } from 'graphql-sse';
+import { createClient as createWsClient } from 'graphql-ws';
 import { describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import {
   ChatDocument,
   NotifyDocument,
@@ -180,6 +183,69 @@ describe('sessions: in-band token refresh and expiry warnings', () => {
       expect(message.data?.notify?.name).toBe('sse-after-exp');
     } finally {
       client.dispose();
+    }
+  });
+
+  it('urql: listens to session and refreshes through the same graphql-ws client', async () => {
+    const user = unique('urql');
+    let token = await a.token(user, { ttlSeconds: 2 });
+    // The documented pattern: connectionParams as a function (a reconnect sends the newest
+    // token), and every operation over the socket so refreshToken runs on this connection.
+    const socket = createWsClient({
+      url: a.wsUrl,
+      webSocketImpl: WebSocket,
+      retryAttempts: 0,
+      connectionParams: () => ({ authorization: `Bearer ${token}` }),
+    });
+    const urql = new UrqlClient({
+      url: `${a.url}/graphql`,
+      exchanges: [
+        subscriptionExchange({
+          enableAllOperations: true,
+          forwardSubscription: (request) => ({
+            subscribe: (sink) => ({
+              unsubscribe: socket.subscribe(
+                { query: request.query ?? '', variables: request.variables ?? {} },
+                sink as never,
+              ),
+            }),
+          }),
+        }),
+        fetchExchange,
+      ],
+    });
+    try {
+      const sessions = new ResultQueue<{ data?: unknown }>();
+      const notifications = new ResultQueue<{ data?: unknown }>();
+      const subscriptions = [
+        urql.subscription(SessionDocument, {}).subscribe((r) => sessions.push(r)),
+        urql.subscription(NotifyDocument, {}).subscribe((r) => notifications.push(r)),
+      ];
+      expect((await sessions.next()).data).toMatchObject({
+        session: { __typename: 'TokenExpiring' },
+      });
+      const channel = (await notifications.next()).data as {
+        notify: { channelId: string };
+      };
+      token = await a.token(user, { ttlSeconds: 600 });
+      const refreshed = await urql.mutation(RefreshTokenDocument, { token }).toPromise();
+      expect(refreshed.error).toBeUndefined();
+      expect((await sessions.next()).data).toMatchObject({
+        session: { __typename: 'TokenRefreshed' },
+      });
+      await expirySwept(a, await a.token(user, { ttlSeconds: 2 }));
+      await gql(
+        b.url,
+        PublishDocument,
+        { input: { channelId: channel.notify.channelId, name: 'urql-after', toUsers: [user] } },
+        token,
+      );
+      expect((await notifications.next()).data).toMatchObject({
+        notify: { __typename: 'NotifyMessage', name: 'urql-after' },
+      });
+      for (const subscription of subscriptions) subscription.unsubscribe();
+    } finally {
+      await socket.dispose();
     }
   });
 

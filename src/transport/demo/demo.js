@@ -11,10 +11,14 @@ const demoUsers = (params.get('users') || 'ada,grace,linus')
   .slice(0, 8);
 const $ = (id) => document.getElementById(id);
 
-/** A minimal client of the graphql-transport-ws protocol, reconnecting with back-off. */
+/**
+ * A minimal client of the graphql-transport-ws protocol, reconnecting with back-off. Variables
+ * may be a function: it is asked again at every (re)subscribe, so a stream resumes where it was.
+ */
 class GraphQLWs {
   #url;
-  #token;
+  /** The token of the next connection_init; `refresh` replaces it in-band as well. */
+  token;
   #socket = null;
   #nextId = 1;
   #active = new Map(); // id -> { payload, sink }
@@ -24,19 +28,50 @@ class GraphQLWs {
 
   constructor(url, token) {
     this.#url = url;
-    this.#token = token;
+    this.token = token;
     this.#connect();
   }
 
   subscribe(query, variables, sink) {
     const id = String(this.#nextId++);
-    const entry = { payload: { query, variables }, sink };
+    const entry = { query, variables, sink };
     this.#active.set(id, entry);
-    if (this.#socket?.acknowledged) this.#send({ id, type: 'subscribe', payload: entry.payload });
+    if (this.#socket?.acknowledged) this.#start(id, entry);
     return () => {
       if (this.#active.delete(id) && this.#socket?.acknowledged)
         this.#send({ id, type: 'complete' });
     };
+  }
+
+  /** One query or mutation on the socket (so it runs on this connection); resolves its data. */
+  request(query, variables) {
+    return new Promise((resolve, reject) => {
+      const stop = this.subscribe(query, variables, {
+        next: (data) => {
+          stop();
+          resolve(data);
+        },
+        error: (errors) => reject(new Error(errors[0]?.message ?? 'request failed')),
+      });
+    });
+  }
+
+  /**
+   * Puts a new token on the open connection (refreshToken): its subscriptions stay, it then
+   * expires with the new token, and a reconnect uses it too.
+   */
+  async refresh(token) {
+    const data = await this.request(
+      'mutation DemoRefresh($t: String!) { refreshToken(token: $t) { expiresAt } }',
+      { t: token },
+    );
+    this.token = token;
+    return data.refreshToken;
+  }
+
+  #start(id, { query, variables }) {
+    const values = typeof variables === 'function' ? variables() : variables;
+    this.#send({ id, type: 'subscribe', payload: { query, variables: values } });
   }
 
   #send(message) {
@@ -51,7 +86,7 @@ class GraphQLWs {
       socket.send(
         JSON.stringify({
           type: 'connection_init',
-          payload: { authorization: `Bearer ${this.#token}` },
+          payload: { authorization: `Bearer ${this.token}` },
         }),
       );
     socket.onmessage = (event) => {
@@ -62,8 +97,7 @@ class GraphQLWs {
           socket.acknowledged = true;
           this.#attempt = 0;
           this.onState('live');
-          for (const [id, { payload }] of this.#active)
-            this.#send({ id, type: 'subscribe', payload });
+          for (const [id, entry] of this.#active) this.#start(id, entry);
           break;
         case 'ping':
           this.#send({ type: 'pong' });
@@ -95,11 +129,14 @@ class GraphQLWs {
   }
 }
 
+/** The current token of HTTP requests (refreshed with the socket's). */
+const session = { token: null };
+
 /** A GraphQL query or mutation over HTTP; throws the first error's message. */
-async function request(token, query, variables = {}) {
+async function request(query, variables = {}) {
   const response = await fetch('/graphql', {
     method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${session.token}` },
     body: JSON.stringify({ query, variables }),
   });
   const body = await response.json();
@@ -136,7 +173,7 @@ function appendLog(list, parts, className = '') {
   return item;
 }
 
-function setupApplause(client, token) {
+function setupApplause(client) {
   const meter = $('meter');
   let last = 0;
   client.subscribe(
@@ -162,7 +199,7 @@ function setupApplause(client, token) {
     const button = $('applause-button');
     button.disabled = true;
     try {
-      await request(token, 'mutation DemoClap($m: ID!) { sendApplause(meetingId: $m) }', {
+      await request('mutation DemoClap($m: ID!) { sendApplause(meetingId: $m) }', {
         m: meetingId,
       });
     } finally {
@@ -171,7 +208,7 @@ function setupApplause(client, token) {
   });
 }
 
-function setupPresence(client, token, me) {
+function setupPresence(client, me) {
   const list = $('presence-list');
   const rows = new Map();
   const people = [me, ...demoUsers.filter((u) => u !== me)];
@@ -218,7 +255,7 @@ function setupPresence(client, token, me) {
   setInterval(() => rows.forEach(render), 5_000);
 
   const ping = () =>
-    request(token, 'mutation DemoPing($s: PresenceStatus) { ping(status: $s) { status } }', {
+    request('mutation DemoPing($s: PresenceStatus) { ping(status: $s) { status } }', {
       s: $('my-status').value,
     }).catch(() => {});
   $('my-status').addEventListener('change', ping);
@@ -226,7 +263,7 @@ function setupPresence(client, token, me) {
   setInterval(ping, 20_000);
 }
 
-function setupNotify(client, token, me) {
+function setupNotify(client, me) {
   const log = $('notify-log');
   let channelId = null;
   client.subscribe(
@@ -256,13 +293,13 @@ function setupNotify(client, token, me) {
     const text = input.value.trim();
     if (!text || !channelId) return;
     input.value = '';
-    await request(token, 'mutation DemoPublish($i: PublishInput!) { publish(input: $i) }', {
+    await request('mutation DemoPublish($i: PublishInput!) { publish(input: $i) }', {
       i: { channelId, name: 'message', toMeeting: meetingId, message: { text, from: me } },
     }).catch((error) => appendLog(log, [el('span', 'system', error.message)]));
   });
 }
 
-function setupChat(client, token, me) {
+function setupChat(client, me) {
   const log = $('chat-log');
   const peersNav = $('chat-peers');
   const peers = demoUsers.filter((u) => u !== me);
@@ -296,19 +333,27 @@ function setupChat(client, token, me) {
     showError('');
     try {
       const { messages } = await request(
-        token,
         'query DemoMessages($p: ID!) { messages(peerId: $p, limit: 50) { id from to text imagePath createdAt } }',
         { p },
       );
-      messages.forEach(showMessage);
+      for (const message of messages) {
+        seen(message.id);
+        showMessage(message);
+      }
     } catch (error) {
       showError(`${error.message} (${p} has to open the demo once)`);
     }
   }
+  // After a reconnect the stream resumes after the last message seen (live or in the history):
+  // nothing missed, no repeat. Ids order messages; "0" is before the first.
+  let lastId = '0';
+  const seen = (id) => {
+    if (BigInt(id) > BigInt(lastId)) lastId = id;
+  };
   client.subscribe(
-    `subscription DemoChat { chat { __typename
+    `subscription DemoChat($after: ID) { chat(afterId: $after) { __typename
       ... on ChatMessage { id from to text imagePath createdAt } ... on ConnectionState { userId active } } }`,
-    {},
+    () => ({ after: lastId }),
     {
       next: ({ chat }) => {
         if (chat.__typename === 'ConnectionState') {
@@ -320,6 +365,7 @@ function setupChat(client, token, me) {
           ]);
           return;
         }
+        seen(chat.id);
         const other = chat.from === me ? chat.to : chat.from;
         if (other === peer) showMessage(chat);
         else if (unread.has(other)) {
@@ -338,7 +384,6 @@ function setupChat(client, token, me) {
     input.value = '';
     showError('');
     await request(
-      token,
       'mutation DemoSend($to: ID!, $t: String) { sendChatMessage(to: $to, text: $t) { id } }',
       {
         to: peer,
@@ -353,6 +398,7 @@ function setupChat(client, token, me) {
 async function main() {
   $('meeting-id').textContent = meetingId;
   const { token, devMode } = await obtainToken();
+  session.token = token;
   if (!token) {
     $('auth-needed').hidden = false;
     $('link-state').dataset.state = 'closed';
@@ -361,7 +407,7 @@ async function main() {
   }
   let me;
   try {
-    const { viewer } = await request(token, 'query DemoViewer { viewer { userId } }');
+    const { viewer } = await request('query DemoViewer { viewer { userId } }');
     if (!viewer) throw new Error('The token was not accepted');
     me = viewer.userId;
   } catch (error) {
@@ -389,10 +435,49 @@ async function main() {
     $('link-state').dataset.state = state;
     $('link-state').textContent = detail ?? state;
   };
-  setupApplause(client, token);
-  setupPresence(client, token, me);
-  setupNotify(client, token, me);
-  setupChat(client, token, me);
+  setupSession(client, devMode ? me : null);
+  setupApplause(client);
+  setupPresence(client, me);
+  setupNotify(client, me);
+  setupChat(client, me);
+}
+
+/**
+ * Refreshes the token before it expires, on the open socket: the server warns (TokenExpiring)
+ * TOKEN_EXPIRY_WARNING_S ahead. A development page gets its new token from /demo/token; a page
+ * opened with ?token= has no source of new tokens and shows when it will expire.
+ */
+function setupSession(client, devUser) {
+  const state = $('session-state');
+  let refreshedAt = 0;
+  client.subscribe(
+    'subscription DemoSession { session { __typename ... on TokenExpiring { expiresAt } ... on TokenRefreshed { expiresAt } } }',
+    {},
+    {
+      next: async ({ session: event }) => {
+        const until = clock(new Date(event.expiresAt));
+        if (event.__typename === 'TokenRefreshed') {
+          state.textContent = `session refreshed, until ${until}`;
+          return;
+        }
+        if (!devUser) {
+          state.textContent = `session expires at ${until}`;
+          return;
+        }
+        // At most one refresh a minute, whatever the warning time is set to.
+        if (Date.now() - refreshedAt < 60_000) return;
+        refreshedAt = Date.now();
+        try {
+          const response = await fetch(`/demo/token?user=${encodeURIComponent(devUser)}`);
+          const { token } = await response.json();
+          await client.refresh(token);
+          session.token = token;
+        } catch (error) {
+          state.textContent = `refresh failed: ${error.message}`;
+        }
+      },
+    },
+  );
 }
 
 main().catch((error) => {
