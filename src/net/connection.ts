@@ -11,8 +11,8 @@ import type { Ending } from '../pubsub/index.ts';
 export interface Wire {
   /** Bytes written but not yet taken by the kernel (the slow-consumer bound applies to it). */
   readonly buffered: number;
-  /** Writes one frame or chunk as it is. Only called while the connection is open. */
-  write(data: string): void;
+  /** Writes one frame or chunk as it is (text). Only called while the connection is open. */
+  write(data: string | Buffer): void;
   /** Holds writes until `uncork`, so the frames of one flush leave in one system call. */
   cork(): void;
   uncork(): void;
@@ -116,10 +116,11 @@ export class Connection implements Binding {
   }
 
   /**
-   * Writes pre-serialized bytes. Writes of one burst (one tick) are corked and leave together;
-   * a connection whose unsent bytes pass the bound is closed as a slow consumer.
+   * Writes pre-serialized bytes (a Buffer is UTF-8 text already encoded, e.g. one frame shared
+   * by many connections). Writes of one burst (one tick) are corked and leave together; a
+   * connection whose unsent bytes pass the bound is closed as a slow consumer.
    */
-  send(data: string): void {
+  send(data: string | Buffer): void {
     if (this.closed) return;
     const wire = this.#wire;
     if (!this.#corked) {

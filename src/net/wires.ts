@@ -8,6 +8,8 @@ import type { Wire } from './connection.ts';
 export type CloseFrame = (code: CloseCode, reason: string) => [code: number, reason: string];
 
 const WIRE = Symbol('wire');
+/** Buffers are sent as text frames: they hold UTF-8 JSON. */
+const TEXT = { binary: false } as const;
 type Tagged = WebSocket & { [WIRE]?: WebSocketWire };
 
 function heardPong(this: Tagged): void {
@@ -39,8 +41,8 @@ export class WebSocketWire implements Wire {
     return this.#ws.bufferedAmount;
   }
 
-  write(data: string): void {
-    if (this.#ws.readyState === this.#ws.OPEN) this.#ws.send(data);
+  write(data: string | Buffer): void {
+    if (this.#ws.readyState === this.#ws.OPEN) this.#ws.send(data, TEXT);
   }
 
   cork(): void {
@@ -75,7 +77,7 @@ export class WebSocketWire implements Wire {
  */
 export class ResponseWire implements Wire {
   #res: ServerResponse | null = null;
-  #held: string[] = [];
+  #held: (string | Buffer)[] = [];
   #heldBytes = 0;
   #ended = false;
   readonly keepAliveMs: number;
@@ -102,14 +104,14 @@ export class ResponseWire implements Wire {
     const held = this.#held;
     this.#held = [];
     this.#heldBytes = 0;
-    if (held.length > 0) res.write(held.join(''));
+    for (const data of held) res.write(data);
   }
 
   get buffered(): number {
     return this.#res ? this.#res.writableLength : this.#heldBytes;
   }
 
-  write(data: string): void {
+  write(data: string | Buffer): void {
     const res = this.#res;
     if (res === null) {
       this.#held.push(data);

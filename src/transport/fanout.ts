@@ -21,6 +21,21 @@ export interface OperationSink {
   complete(): void;
 }
 
+/** The last frame encoded (see `encodeFrame`). */
+let last = { prefix: '', json: '', suffix: '', frame: Buffer.alloc(0) };
+
+/**
+ * `prefix + json + suffix` as UTF-8 bytes, encoded once while consecutive calls are equal: the
+ * fan-out writes one event to every subscriber of a group in a row, and their frames differ
+ * only by the operation id in the prefix, which clients that number their operations share.
+ */
+export function encodeFrame(prefix: string, json: string, suffix = '}'): Buffer {
+  if (last.json === json && last.prefix === prefix && last.suffix === suffix) return last.frame;
+  const frame = Buffer.from(`${prefix}${json}${suffix}`);
+  last = { prefix, json, suffix, frame };
+  return frame;
+}
+
 /** A running operation. */
 export interface Running {
   /** Stops it (the client completed it or went away); the sink's `complete` is not called. */

@@ -17,7 +17,7 @@ import type { ConnectionCore } from '../net/core.ts';
 import { WebSocketWire } from '../net/wires.ts';
 import type { RequestInfo } from '../schema/context.ts';
 import { requestInfo } from './context.ts';
-import type { OperationSink, Running } from './fanout.ts';
+import { encodeFrame, type OperationSink, type Running } from './fanout.ts';
 import { isRefused, type OperationRunner } from './operation.ts';
 
 export interface GraphQLWsOptions {
@@ -92,7 +92,7 @@ class OperationFrames implements OperationSink {
   }
 
   next(json: string): void {
-    this.#connection.send(`${this.#prefix}${json}}`);
+    this.#connection.send(encodeFrame(this.#prefix, json));
   }
 
   complete(): void {

@@ -7,7 +7,7 @@ import type { Connection } from '../net/connection.ts';
 import type { ConnectionCore } from '../net/core.ts';
 import { ResponseWire } from '../net/wires.ts';
 import { authError, requestInfo } from './context.ts';
-import type { OperationSink, Running } from './fanout.ts';
+import { encodeFrame, type OperationSink, type Running } from './fanout.ts';
 import { tooManySubscriptions } from './graphql-ws.ts';
 import { BodyTooLarge, readBody, sendJson } from './http.ts';
 import { isRefused, type OperationParams, type OperationRunner } from './operation.ts';
@@ -76,7 +76,7 @@ class StreamEvents implements OperationSink {
   }
 
   next(json: string): void {
-    this.#connection.send(`event: next\ndata: ${json}\n\n`);
+    this.#connection.send(encodeFrame('event: next\ndata: ', json, '\n\n'));
   }
 
   complete(): void {
@@ -98,7 +98,7 @@ class ReservedStreamEvents implements OperationSink {
   }
 
   next(json: string): void {
-    this.#reservation.connection.send(`${this.#prefix}${json}}\n\n`);
+    this.#reservation.connection.send(encodeFrame(this.#prefix, json, '}\n\n'));
   }
 
   complete(): void {
