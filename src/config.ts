@@ -219,6 +219,12 @@ export const SETTINGS = {
     schema: z.coerce.number().positive(),
     default: '5',
   }),
+  MEETING_CACHE_TTL_S: setting({
+    description:
+      'Each instance caches meeting settings and member lists; configureMeeting updates every instance at once through pub/sub, and a cached meeting older than this is also read again in the background.',
+    schema: z.coerce.number().positive(),
+    default: '60',
+  }),
   OS3_MEETING_ID: setting({
     description:
       'The meeting the OpenSlides 3 endpoints act in (applause, notify presence and membership).',
@@ -228,6 +234,12 @@ export const SETTINGS = {
   PING_MIN_INTERVAL_MS: setting({
     description:
       'Shortest interval between two presence pings of one user; faster pings are ignored (no error, no fan-out).',
+    schema: positiveInt,
+    default: '1000',
+  }),
+  PRESENCE_FLUSH_MS: setting({
+    description:
+      'Presence pings are written to Postgres in one statement per this interval (lastSeen after a restart is exact to it); pending pings are written on graceful shutdown.',
     schema: positiveInt,
     default: '1000',
   }),

@@ -139,7 +139,13 @@ export function createServices({
     logger,
     rateLimit: limits.rate('createWsToken'),
   });
-  const meetings = createMeetings({ db });
+  const meetings = createMeetings({
+    db,
+    pubsub,
+    instanceId,
+    cacheTtlMs: config.MEETING_CACHE_TTL_S * 1000,
+    logger,
+  });
   const applause = createApplause({
     store: createApplauseStore({
       windowMs: config.APPLAUSE_WINDOW_S * 1000,
@@ -150,7 +156,7 @@ export function createServices({
     intervalMs: config.APPLAUSE_INTERVAL_MS,
     subscriptionBuffer: config.SUBSCRIPTION_BUFFER,
     logger,
-    rateLimit: limits.rate('sendApplause'),
+    rateLimit: limits.inline('sendApplause'),
   });
   const presence = createPresence({
     pubsub,
@@ -164,7 +170,8 @@ export function createServices({
     timeoutMs: config.PRESENCE_TIMEOUT_S * 1000,
     subscriptionBuffer: config.SUBSCRIPTION_BUFFER,
     logger,
-    rateLimit: limits.rate('ping'),
+    rateLimit: limits.inline('ping'),
+    flushIntervalMs: config.PRESENCE_FLUSH_MS,
   });
   const projector = createProjector({
     db,
@@ -216,8 +223,10 @@ export function createServices({
       projector.stop();
       changeLog.stop();
       wsTokens.stop();
-      presence.close();
       applause.stop();
+      meetings.stop();
+      // Writes the pings not yet in Postgres (Postgres closes after this).
+      await presence.close();
       await membership.close();
     },
   };

@@ -2,7 +2,7 @@ import type { Viewer } from '../auth/index.ts';
 import { rateLimited } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
-import type { RateLimitStore } from '../pubsub/index.ts';
+import type { InlineRate, RateLimitStore } from '../pubsub/index.ts';
 
 /** The operations with a per-user rate limit (RATE_LIMIT_* settings). */
 export type RateLimitedOperation =
@@ -15,12 +15,25 @@ export type RateLimitedOperation =
 /** Counts one call of the viewer; throws RATE_LIMITED (legacy: 429) when over the rate. */
 export type RateLimit = (viewer: Viewer) => Promise<void>;
 
+/**
+ * A rate limit that a store checks in the same Redis script as its write, so a call costs one
+ * round trip (sendApplause, ping): the store gets `of(viewer)` and reports a refusal back.
+ */
+export interface InlineRateLimit {
+  /** The viewer's limit for one call; null when the operation has no limit. */
+  of(viewer: Viewer): InlineRate | null;
+  /** Throws RATE_LIMITED for a refused call; logged and counted like `rate`. */
+  refuse(viewer: Viewer, retryAfterMs: number): never;
+}
+
 /** Told when a size or count limit refuses something; logs a warning and counts it. */
 export type LimitReporter = (limit: string, fields?: Record<string, unknown>) => void;
 
 export interface Limits {
   /** The rate limit of one operation. */
   rate(operation: RateLimitedOperation): RateLimit;
+  /** The rate limit of one operation, for a store that checks it with its write. */
+  inline(operation: RateLimitedOperation): InlineRateLimit;
   report: LimitReporter;
 }
 
@@ -38,17 +51,26 @@ export function createLimits(options: {
     metrics?.limitRejections.inc({ limit });
     logger.warn({ ...fields, limit }, 'limit exceeded');
   };
+  const refuse = (operation: RateLimitedOperation, viewer: Viewer, retryAfterMs: number) => {
+    metrics?.rateLimited.inc({ operation });
+    logger.warn({ limit: 'rate', operation, user: viewer.userId }, 'rate limit exceeded');
+    return rateLimited(
+      `Too many ${operation} calls; try again in ${Math.ceil(retryAfterMs / 1000)} s`,
+      retryAfterMs,
+    );
+  };
   return {
     report,
     rate: (operation) => async (viewer) => {
       const retryAfterMs = await store.consume(operation, viewer.userId);
       if (retryAfterMs === null) return;
-      metrics?.rateLimited.inc({ operation });
-      logger.warn({ limit: 'rate', operation, user: viewer.userId }, 'rate limit exceeded');
-      throw rateLimited(
-        `Too many ${operation} calls; try again in ${Math.ceil(retryAfterMs / 1000)} s`,
-        retryAfterMs,
-      );
+      throw refuse(operation, viewer, retryAfterMs);
     },
+    inline: (operation) => ({
+      of: (viewer) => store.inline(operation, viewer.userId),
+      refuse: (viewer, retryAfterMs) => {
+        throw refuse(operation, viewer, retryAfterMs);
+      },
+    }),
   };
 }

@@ -1,6 +1,6 @@
 import { randomInt } from 'node:crypto';
 import type { Viewer } from '../auth/index.ts';
-import { badInput, unauthenticated } from '../errors.ts';
+import { badInput, forbidden, unauthenticated } from '../errors.ts';
 import {
   type Membership,
   type NotifyEnvelope,
@@ -184,6 +184,11 @@ export function createNotify(options: NotifyOptions) {
       });
       if (meetingId !== null) {
         stream.onEnd(options.membership.join(meetingPresenceSet(meetingId), userId));
+        // Members-changed hook: a viewer removed from the meeting loses the stream (FORBIDDEN).
+        const stopMembers = options.meetings.onMembersChanged(meetingId, (admits) => {
+          if (!admits(viewer)) stream.endWith(forbidden(`No longer a member of ${meetingId}`));
+        });
+        stream.onEnd(stopMembers);
       }
       return stream;
     },

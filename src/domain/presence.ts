@@ -12,7 +12,7 @@ import {
   Subscription,
   topic,
 } from '../pubsub/index.ts';
-import type { RateLimit } from './limits.ts';
+import type { InlineRateLimit } from './limits.ts';
 
 export type PresenceStatus = PresenceStatusName;
 
@@ -56,8 +56,22 @@ export interface PresenceOptions {
   /** Events buffered per subscriber before it is closed as a slow consumer. */
   subscriptionBuffer: number;
   logger: Logger;
-  /** The per-user rate of `ping` (RATE_LIMIT_PING), on top of the store's minimum interval. */
-  rateLimit?: RateLimit;
+  /**
+   * The per-user rate of `ping` (RATE_LIMIT_PING), on top of the store's minimum interval;
+   * checked by the store together with the ping.
+   */
+  rateLimit?: InlineRateLimit;
+  /**
+   * PRESENCE_FLUSH_MS: accepted pings are written to Postgres in one statement per interval
+   * (the newest ping of each user); `close` writes what is pending. Default 1000.
+   */
+  flushIntervalMs?: number;
+}
+
+/** What is waiting to be written to Postgres for one user: the newest ping of each kind. */
+interface Pending {
+  own: PresencePingEvent;
+  visible: PresencePingEvent | null;
 }
 
 /** How a presence stream is bound to its connection. */
@@ -110,6 +124,9 @@ const checkUserId = (userId: string) => {
  * INVISIBLE pings reach only the user's own subscriptions; everyone else keeps the last
  * visible ping, which times out as if the user had stopped pinging. Delivery is at most once;
  * the last ping is cached in Redis (TTL) and kept in Postgres, so `lastSeen` survives restarts.
+ * Postgres is written in batches (one statement per PRESENCE_FLUSH_MS for every user who
+ * pinged), so a ping costs one Redis script and one publish; a graceful shutdown writes what is
+ * pending, a crash loses at most the last interval's pings.
  */
 export function createPresence(options: PresenceOptions) {
   const { pubsub, db, store, timeoutMs, logger } = options;
@@ -128,6 +145,13 @@ export function createPresence(options: PresenceOptions) {
   async function load(userId: string): Promise<PresenceSnapshot> {
     const cached = await store.get(userId);
     if (cached.own && cached.visible) return cached;
+    // Not written yet (this instance's next flush): newer than what Postgres holds.
+    const waiting = pending.get(userId);
+    if (waiting) {
+      cached.own ??= waiting.own;
+      cached.visible ??= waiting.visible;
+      if (cached.own && cached.visible) return cached;
+    }
     const row = await db.prisma.presencePing.findUnique({ where: { userId } });
     if (!row) return cached;
     const own: PresencePingEvent = {
@@ -148,24 +172,98 @@ export function createPresence(options: PresenceOptions) {
     return { own: cached.own ?? own, visible: cached.visible ?? visible };
   }
 
-  /** Keeps the last ping in Postgres; an older ping (another instance, late) changes nothing. */
-  async function persist(ping: PresencePingEvent): Promise<void> {
-    const time = new Date(ping.time);
-    const visible = ping.status !== 'INVISIBLE';
+  // Pings waiting for the next flush, per user; at most one entry per user, so this is bounded
+  // by the users pinging within one interval.
+  let pending = new Map<string, Pending>();
+  let flushTimer: NodeJS.Timeout | null = null;
+  let flushing: Promise<void> | null = null;
+  const flushIntervalMs = options.flushIntervalMs ?? 1000;
+
+  const newer = (a: PresencePingEvent | null, b: PresencePingEvent | null) =>
+    a === null ? b : b === null || a.time >= b.time ? a : b;
+
+  /** Adds a ping (or the pings of a failed flush) to what the next flush writes. */
+  const enqueue = (userId: string, entry: Pending) => {
+    const before = pending.get(userId);
+    pending.set(
+      userId,
+      before
+        ? {
+            own: newer(before.own, entry.own) as PresencePingEvent,
+            visible: newer(before.visible, entry.visible),
+          }
+        : entry,
+    );
+    if (flushTimer === null && flushing === null) {
+      flushTimer = setTimeout(() => void flush(), flushIntervalMs);
+      flushTimer.unref();
+    }
+  };
+
+  /**
+   * Writes every pending ping in one statement; an older ping than the stored one (another
+   * instance, late) changes nothing. On failure the pings wait for the next flush.
+   */
+  async function write(batch: Map<string, Pending>): Promise<void> {
+    const rows = [...batch].map(([userId, { own, visible }]) => ({
+      user_id: userId,
+      status: own.status,
+      status_code: own.statusCode,
+      time: own.time,
+      visible_status: visible?.status ?? null,
+      visible_status_code: visible?.statusCode ?? null,
+      visible_time: visible?.time ?? null,
+    }));
+    // One JSON parameter rather than one per value: any number of users, one statement.
     await db.prisma.$executeRaw`
-      INSERT INTO "presence_pings" ("user_id", "status", "status_code", "time",
+      INSERT INTO "presence_pings" AS p ("user_id", "status", "status_code", "time",
         "visible_status", "visible_status_code", "visible_time")
-      VALUES (${ping.userId}, ${ping.status}, ${ping.statusCode}, ${time},
-        ${visible ? ping.status : null}, ${visible ? ping.statusCode : null},
-        ${visible ? time : null})
+      SELECT r.user_id, r.status, r.status_code,
+        to_timestamp(r.time / 1000.0) AT TIME ZONE 'UTC',
+        r.visible_status, r.visible_status_code,
+        to_timestamp(r.visible_time / 1000.0) AT TIME ZONE 'UTC'
+      FROM json_to_recordset(${JSON.stringify(rows)}::json) AS r(user_id text, status text,
+        status_code text, time double precision, visible_status text,
+        visible_status_code text, visible_time double precision)
       ON CONFLICT ("user_id") DO UPDATE SET
-        "status" = EXCLUDED."status",
-        "status_code" = EXCLUDED."status_code",
-        "time" = EXCLUDED."time",
-        "visible_status" = COALESCE(EXCLUDED."visible_status", "presence_pings"."visible_status"),
-        "visible_status_code" = COALESCE(EXCLUDED."visible_status_code", "presence_pings"."visible_status_code"),
-        "visible_time" = COALESCE(EXCLUDED."visible_time", "presence_pings"."visible_time")
-      WHERE "presence_pings"."time" < EXCLUDED."time"`;
+        "status" = CASE WHEN p."time" < EXCLUDED."time" THEN EXCLUDED."status" ELSE p."status" END,
+        "status_code" = CASE WHEN p."time" < EXCLUDED."time"
+          THEN EXCLUDED."status_code" ELSE p."status_code" END,
+        "time" = GREATEST(p."time", EXCLUDED."time"),
+        "visible_status" = CASE WHEN EXCLUDED."visible_time" > p."visible_time"
+          OR (p."visible_time" IS NULL AND EXCLUDED."visible_time" IS NOT NULL)
+          THEN EXCLUDED."visible_status" ELSE p."visible_status" END,
+        "visible_status_code" = CASE WHEN EXCLUDED."visible_time" > p."visible_time"
+          OR (p."visible_time" IS NULL AND EXCLUDED."visible_time" IS NOT NULL)
+          THEN EXCLUDED."visible_status_code" ELSE p."visible_status_code" END,
+        "visible_time" = CASE WHEN EXCLUDED."visible_time" > p."visible_time"
+          OR (p."visible_time" IS NULL AND EXCLUDED."visible_time" IS NOT NULL)
+          THEN EXCLUDED."visible_time" ELSE p."visible_time" END
+      WHERE p."time" < EXCLUDED."time" OR EXCLUDED."visible_time" > p."visible_time"
+        OR (p."visible_time" IS NULL AND EXCLUDED."visible_time" IS NOT NULL)`;
+  }
+
+  /** Writes what is pending now (and, if more arrived meanwhile, schedules the next flush). */
+  function flush(): Promise<void> {
+    if (flushTimer !== null) clearTimeout(flushTimer);
+    flushTimer = null;
+    if (flushing !== null) return flushing;
+    if (pending.size === 0) return Promise.resolve();
+    const batch = pending;
+    pending = new Map();
+    flushing = write(batch)
+      .catch((error: unknown) => {
+        logger.warn({ err: error, users: batch.size }, 'presence flush failed; retrying');
+        for (const [userId, entry] of batch) enqueue(userId, entry);
+      })
+      .finally(() => {
+        flushing = null;
+        if (pending.size > 0 && flushTimer === null) {
+          flushTimer = setTimeout(() => void flush(), flushIntervalMs);
+          flushTimer.unref();
+        }
+      });
+    return flushing;
   }
 
   const deliver = (watch: Watch, own: boolean, ping: PresencePing, timeout: boolean) => {
@@ -267,7 +365,6 @@ export function createPresence(options: PresenceOptions) {
      */
     async ping(viewer: Viewer | null, statusCode: string): Promise<PresencePing> {
       if (!viewer) throw unauthenticated('Anonymous users cannot ping');
-      await options.rateLimit?.(viewer);
       if (statusCode.length > MAX_CODE_LENGTH) {
         throw badInput(`The status code is longer than ${MAX_CODE_LENGTH} characters`);
       }
@@ -277,19 +374,15 @@ export function createPresence(options: PresenceOptions) {
         statusCode,
         time: Date.now(),
       };
-      const result = await store.record(ping);
+      const result = await store.record(ping, options.rateLimit?.of(viewer) ?? null);
+      if ('retryAfterMs' in result)
+        return options.rateLimit?.refuse(viewer, result.retryAfterMs) as never;
       if (!result.accepted) {
         const current = result.current ?? (await load(viewer.userId)).own;
         return view(current ?? ping);
       }
-      // Publish even when Postgres fails: live presence matters most; the error still surfaces.
-      const [persisted, published] = await Promise.allSettled([
-        persist(ping),
-        pubsub.publish(topic('presence', ping.userId), ping),
-      ]);
-      for (const outcome of [persisted, published]) {
-        if (outcome.status === 'rejected') throw outcome.reason;
-      }
+      enqueue(ping.userId, { own: ping, visible: ping.status === 'INVISIBLE' ? null : ping });
+      await pubsub.publish(topic('presence', ping.userId), ping);
       return view(ping);
     },
 
@@ -348,12 +441,21 @@ export function createPresence(options: PresenceOptions) {
       return out;
     },
 
-    /** Ends every presence stream and timer of this instance (shutdown). */
-    close(): void {
+    /** Writes the pings not yet in Postgres now (the next flush would write them anyway). */
+    flush,
+
+    /**
+     * Ends every presence stream and timer of this instance and writes the pending pings to
+     * Postgres (shutdown; call before Postgres closes).
+     */
+    async close(): Promise<void> {
       for (const watch of [...watches.values()]) {
         for (const sub of watch.subscribers) sub.out.end();
         closeWatch(watch);
       }
+      // A flush may be running: wait for it, then write what came after it.
+      await flush();
+      await flush();
     },
   };
 }

@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { type InlineRate, RATE_CHECK_LUA } from './rate-limits.ts';
 
 /**
  * Who applauded when, per meeting, shared by every instance: each instance computes the level
@@ -7,13 +8,23 @@ import type { Redis } from 'ioredis';
  * user who applauded within the window.
  */
 export interface ApplauseStore {
-  /** Records (or refreshes) the applause of `userId` in `meetingId` at `at` (ms since epoch). */
-  add(meetingId: string, userId: string, at: number): Promise<void>;
   /**
-   * The number of distinct users who applauded in `meetingId` after `now - window`; prunes
-   * what is older.
+   * Records (or refreshes) the applause of `userId` in `meetingId` at `at` (ms since epoch),
+   * unless `rate` refuses the call: then nothing is recorded and it resolves the milliseconds
+   * until the user may applaud again. Resolves null when recorded. With Redis, the rate check
+   * and the write are one script (one round trip).
    */
-  level(meetingId: string, now: number): Promise<number>;
+  add(
+    meetingId: string,
+    userId: string,
+    at: number,
+    rate?: InlineRate | null,
+  ): Promise<number | null>;
+  /**
+   * The number of distinct users who applauded in each of `meetingIds` after `now - window`, in
+   * the same order; prunes what is older. With Redis, one pipeline for all of them.
+   */
+  levels(meetingIds: readonly string[], now: number): Promise<number[]>;
 }
 
 export interface ApplauseStoreOptions {
@@ -32,7 +43,9 @@ function createMemoryApplauseStore(windowMs: number): ApplauseStore {
     if (entries.size === 0) meetings.delete(meetingId);
   };
   return {
-    async add(meetingId, userId, at) {
+    async add(meetingId, userId, at, rate) {
+      const refused = rate ? await rate.consume() : null;
+      if (refused !== null) return refused;
       // Meetings nobody reads are swept here, so nothing grows without bound.
       if (at - lastSweep >= windowMs) {
         lastSweep = at;
@@ -41,25 +54,31 @@ function createMemoryApplauseStore(windowMs: number): ApplauseStore {
       const entries = meetings.get(meetingId) ?? new Map<string, number>();
       meetings.set(meetingId, entries);
       entries.set(userId, Math.max(at, entries.get(userId) ?? 0));
+      return null;
     },
-    async level(meetingId, now) {
-      const entries = meetings.get(meetingId);
-      if (!entries) return 0;
-      prune(meetingId, entries, now - windowMs);
-      return entries.size;
+    async levels(meetingIds, now) {
+      return meetingIds.map((meetingId) => {
+        const entries = meetings.get(meetingId);
+        if (!entries) return 0;
+        prune(meetingId, entries, now - windowMs);
+        return entries.size;
+      });
     },
   };
 }
 
-type ExecResult = [error: Error | null, result: unknown][] | null;
+// KEYS: applause set [, rate counter]. ARGV: time, user id, ttl ms [, points, window ms].
+// The rate check (when given) and the write run as one step: a refused call records nothing.
+const ADD = `
+local RATE_KEY, RATE_ARG = 2, 4
+if #KEYS > 1 then ${RATE_CHECK_LUA}
+end
+redis.call('ZADD', KEYS[1], 'GT', ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {1}`;
 
-/** A transaction's replies; throws the first failed command's error (exec does not). */
-function check(result: ExecResult): [Error | null, unknown][] {
-  if (result === null) throw new Error('redis transaction aborted');
-  const failed = result.find(([error]) => error !== null)?.[0];
-  if (failed) throw failed;
-  return result;
-}
+const ADD_COMMAND = 'switchboardApplauseAdd';
+type AddCommand = (numKeys: number, ...args: (string | number)[]) => Promise<[number, number?]>;
 
 /**
  * Several instances: a sorted set per meeting (`<prefix>applause:<meetingId>`), members are user
@@ -69,29 +88,45 @@ function check(result: ExecResult): [Error | null, unknown][] {
 function createRedisApplauseStore(client: Redis, prefix: string, windowMs: number): ApplauseStore {
   const key = (meetingId: string) => `${prefix}applause:${meetingId}`;
   const ttlMs = Math.ceil(windowMs) + 1_000;
+  // EVALSHA with the script cached by Redis, instead of sending the script on every call.
+  if (!(ADD_COMMAND in client)) client.defineCommand(ADD_COMMAND, { lua: ADD });
+  const add = (client as unknown as Record<typeof ADD_COMMAND, AddCommand>)[ADD_COMMAND].bind(
+    client,
+  );
   return {
-    async add(meetingId, userId, at) {
-      check(
-        await client
-          .multi()
-          .zadd(key(meetingId), 'GT', at, userId)
-          .pexpire(key(meetingId), ttlMs)
-          .exec(),
-      );
+    async add(meetingId, userId, at, rate) {
+      const reply =
+        rate?.redisKey != null
+          ? await add(
+              2,
+              key(meetingId),
+              rate.redisKey,
+              at,
+              userId,
+              ttlMs,
+              rate.points,
+              rate.windowMs,
+            )
+          : await add(1, key(meetingId), at, userId, ttlMs);
+      return reply[0] === 1 ? null : Math.max(1, Number(reply[1] ?? 1));
     },
-    async level(meetingId, now) {
-      const result = check(
-        await client
-          .multi()
-          .zremrangebyscore(key(meetingId), '-inf', now - windowMs)
-          .zcard(key(meetingId))
-          .exec(),
-      );
-      return Number(result[1]?.[1] ?? 0);
+    async levels(meetingIds, now) {
+      if (meetingIds.length === 0) return [];
+      const pipeline = client.pipeline();
+      for (const meetingId of meetingIds) {
+        pipeline.zremrangebyscore(key(meetingId), '-inf', now - windowMs);
+        pipeline.zcard(key(meetingId));
+      }
+      const replies = await pipeline.exec();
+      if (replies === null) throw new Error('redis pipeline aborted');
+      return meetingIds.map((_, i) => {
+        const [error, count] = replies[i * 2 + 1] ?? [null, 0];
+        if (error) throw error;
+        return Number(count ?? 0);
+      });
     },
   };
 }
-
 /** Creates the applause store over Redis (several instances) or memory (one instance). */
 export function createApplauseStore(options: ApplauseStoreOptions): ApplauseStore {
   return options.redis

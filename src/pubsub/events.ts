@@ -31,6 +31,12 @@ export interface EventMap {
    * cache entry's eviction, and the database stays the truth).
    */
   userChanged: UserChange;
+  /**
+   * A meeting's settings changed (configureMeeting), on `topic('meeting')`: every other instance
+   * reads the meeting again into its cache. At most once; a missed event is caught up by the
+   * cache's age limit (MEETING_CACHE_TTL_S).
+   */
+  meeting: MeetingChangedEvent;
   /** A dropUser request on `topic('dropUser')`: every instance closes the user's connections. */
   dropUser: DropUserCommand;
   /** One instance's answer to a dropUser request, on `topic('dropUserReply', requesterId)`. */
@@ -49,6 +55,12 @@ export interface NotifyEnvelope {
   toMeeting: string | null;
   toUsers: string[];
   toChannels: string[];
+}
+
+/** Which meeting changed, and the instance that changed it (it has updated its cache already). */
+export interface MeetingChangedEvent {
+  meetingId: string;
+  origin: string;
 }
 
 /** A chat message as stored: its real id and creation time (ISO-8601). */

@@ -6,6 +6,7 @@ export type {
   DropUserReply,
   EventMap,
   EventName,
+  MeetingChangedEvent,
   NotifyEnvelope,
   PresencePingEvent,
   PresenceStatusName,
@@ -27,6 +28,8 @@ export {
 } from './pubsub.ts';
 export {
   createRateLimitStore,
+  type InlineRate,
+  RATE_CHECK_LUA,
   type Rate,
   type RateLimitStore,
 } from './rate-limits.ts';

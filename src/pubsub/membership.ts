@@ -22,6 +22,8 @@ export interface Membership {
   join(set: string, member: string): () => void;
   /** The distinct live members of `set`, on every instance. */
   members(set: string): Promise<string[]>;
+  /** How many distinct live members each of `sets` has (with Redis, one pipeline for all). */
+  counts(sets: readonly string[]): Promise<number[]>;
   /**
    * Changes of `set`: a member's first join anywhere (present) and its last leave or expiry
    * (absent). At most once, in the order this instance sees them.
@@ -51,6 +53,7 @@ type Store = {
   /** Removes this instance's entry; resolves true when no instance holds the member any more. */
   remove(set: string, member: string): Promise<boolean>;
   members(set: string): Promise<string[]>;
+  counts(sets: readonly string[]): Promise<number[]>;
   refresh(entries: [string, string][]): Promise<void>;
   /** Drops expired entries of `set`; resolves the members that left with them. */
   sweep(set: string): Promise<string[]>;
@@ -73,6 +76,7 @@ const memoryStore = (): Store => {
       return had;
     },
     members: async (set) => [...(sets.get(set) ?? [])],
+    counts: async (list) => list.map((set) => sets.get(set)?.size ?? 0),
     refresh: async () => {},
     sweep: async () => [],
   };
@@ -135,6 +139,18 @@ const redisStore = (client: Redis, prefix: string, instanceId: string, ttlMs: nu
         member,
       )) === 1,
     members: (set) => client.zrangebyscore(setKey(set), Date.now(), '+inf'),
+    counts: async (list) => {
+      if (list.length === 0) return [];
+      const now = Date.now();
+      const pipeline = client.pipeline();
+      for (const set of list) pipeline.zcount(setKey(set), now, '+inf');
+      const replies = await pipeline.exec();
+      if (replies === null) throw new Error('redis pipeline aborted');
+      return replies.map(([error, count]) => {
+        if (error) throw error;
+        return Number(count);
+      });
+    },
     refresh: async (entries) => {
       const expiry = Date.now() + ttlMs;
       const pipeline = client.pipeline();
@@ -228,6 +244,7 @@ export function createMembership(options: MembershipOptions): Membership {
       };
     },
     members: (set) => store.members(set),
+    counts: (sets) => store.counts(sets),
     watch(set, subscriptionOptions) {
       const subscription = pubsub.subscribe(topic('membership', set), subscriptionOptions);
       watched.set(set, (watched.get(set) ?? 0) + 1);

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { PresencePingEvent } from './events.ts';
+import { type InlineRate, RATE_CHECK_LUA } from './rate-limits.ts';
 
 /** The cached pings of one user: the last of any status, and the last others may see. */
 export interface PresenceSnapshot {
@@ -9,12 +10,21 @@ export interface PresenceSnapshot {
   visible: PresencePingEvent | null;
 }
 
-/** What `record` did: stored the ping, or refused it as too soon after the previous one. */
+/**
+ * What `record` did: stored the ping, refused it as too soon after the previous one, or refused
+ * it over the user's rate limit.
+ */
 export type RecordResult =
   | { accepted: true }
   | {
-      accepted: false /** The user's cached last ping, if any. */;
+      accepted: false;
+      /** The user's cached last ping, if any. */
       current: PresencePingEvent | null;
+    }
+  | {
+      accepted: false;
+      /** Over the rate limit: milliseconds until the user may ping again. */
+      retryAfterMs: number;
     };
 
 /**
@@ -27,8 +37,9 @@ export interface PresenceStore {
    * Stores `ping` unless the user's previous accepted ping is younger than `minIntervalMs`.
    * Check and store are one atomic step, so two instances never both accept pings of one user
    * within the interval. A refused ping changes nothing (it does not extend the interval).
+   * `rate` (RATE_LIMIT_PING) is checked first, in the same step with Redis (one round trip).
    */
-  record(ping: PresencePingEvent): Promise<RecordResult>;
+  record(ping: PresencePingEvent, rate?: InlineRate | null): Promise<RecordResult>;
   /** The cached pings of a user; parts missing after their TTL are null. */
   get(userId: string): Promise<PresenceSnapshot>;
 }
@@ -61,7 +72,9 @@ const memoryStore = ({ minIntervalMs, ttlMs }: PresenceStoreOptions): PresenceSt
     }
   };
   return {
-    record: async (ping) => {
+    record: async (ping, rate) => {
+      const retryAfterMs = rate ? await rate.consume() : null;
+      if (retryAfterMs !== null) return { accepted: false, retryAfterMs };
       const now = Date.now();
       // Bound the map without a timer: every so often drop what expired.
       if (++sincePrune >= 1_000) {
@@ -100,11 +113,15 @@ const memoryStore = ({ minIntervalMs, ttlMs }: PresenceStoreOptions): PresenceSt
   };
 };
 
-// KEYS: rate, own, visible. ARGV: ping JSON, interval ms, ttl ms, '1' when visible to others.
-// SET NX PX takes the interval slot atomically; a refused ping answers the cached own ping.
+// KEYS: interval, own, visible [, rate counter]. ARGV: ping JSON, interval ms, ttl ms, '1' when
+// visible to others [, points, window ms]. The rate check (when given) answers {0, ms}; SET NX PX
+// takes the interval slot atomically; a ping refused by it answers {2, the cached own ping}.
 const RECORD = `
+local RATE_KEY, RATE_ARG = 4, 5
+if #KEYS > 3 then ${RATE_CHECK_LUA}
+end
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then
-  return {0, redis.call('GET', KEYS[2])}
+  return {2, redis.call('GET', KEYS[2])}
 end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
 if ARGV[4] == '1' then redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3]) end
@@ -119,6 +136,12 @@ const parsePing = (raw: string | null | undefined): PresencePingEvent | null => 
   }
 };
 
+const RECORD_COMMAND = 'switchboardPresenceRecord';
+type RecordCommand = (
+  numKeys: number,
+  ...args: (string | number)[]
+) => Promise<[number, (string | number | null)?]>;
+
 /** Redis store: `<p>presence:{rate,own,visible}:<userId>`, all with a PX expiry. */
 const redisStore = (
   client: Redis,
@@ -127,22 +150,27 @@ const redisStore = (
 ): PresenceStore => {
   const key = (kind: 'rate' | 'own' | 'visible', userId: string) =>
     `${prefix}presence:${kind}:${userId}`;
+  // EVALSHA with the script cached by Redis, instead of sending the script on every ping.
+  if (!(RECORD_COMMAND in client)) client.defineCommand(RECORD_COMMAND, { lua: RECORD });
+  const record = (client as unknown as Record<typeof RECORD_COMMAND, RecordCommand>)[
+    RECORD_COMMAND
+  ].bind(client);
   return {
-    record: async (ping) => {
-      const reply = (await client.eval(
-        RECORD,
-        3,
-        key('rate', ping.userId),
-        key('own', ping.userId),
-        key('visible', ping.userId),
+    record: async (ping, rate) => {
+      const keys = [key('rate', ping.userId), key('own', ping.userId), key('visible', ping.userId)];
+      const args = [
         JSON.stringify(ping),
         minIntervalMs,
         Math.max(1, Math.ceil(ttlMs)),
         visibleToOthers(ping) ? '1' : '0',
-      )) as [number, string | null | undefined];
-      return reply[0] === 1
-        ? { accepted: true }
-        : { accepted: false, current: parsePing(reply[1]) };
+      ];
+      const reply =
+        rate?.redisKey != null
+          ? await record(4, ...keys, rate.redisKey, ...args, rate.points, rate.windowMs)
+          : await record(3, ...keys, ...args);
+      if (reply[0] === 1) return { accepted: true };
+      if (reply[0] === 2) return { accepted: false, current: parsePing(reply[1] as string | null) };
+      return { accepted: false, retryAfterMs: Math.max(1, Number(reply[1] ?? 1)) };
     },
     get: async (userId) => {
       const [own, visible] = await client.mget(key('own', userId), key('visible', userId));

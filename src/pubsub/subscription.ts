@@ -131,6 +131,18 @@ export class Subscription<T> implements AsyncIterableIterator<T>, Ending {
     }
   }
 
+  /**
+   * Ends the subscription because its consumer lost access (say, removed from a meeting). A
+   * drained consumer (the GraphQL fan-out) gets `error` as its last event: a payload resolver
+   * that returns its event returns the error, which GraphQL reports as the field's error (with
+   * its code). An iterating consumer (a legacy stream) only sees the end, as with `end`.
+   */
+  endWith(error: Error): void {
+    if (this.#done) return;
+    this.#sink?.take(error as T);
+    this.#finish();
+  }
+
   /** Ends the subscription; the consumer sees `done` after what is already queued is dropped. */
   end(): void {
     this.#finish();
