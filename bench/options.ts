@@ -3,6 +3,8 @@ import { parseArgs } from 'node:util';
 /** The server configurations `--only` can pick. */
 export const CONFIGURATIONS = ['raw', 'baseline', 'switchboard', 'switchboard-redis'] as const;
 export type Configuration = (typeof CONFIGURATIONS)[number];
+/** What `--only` accepts: the configurations and the storm phase (issue 17). */
+const ONLY_NAMES = [...CONFIGURATIONS, 'storm'] as const;
 
 export interface BenchOptions {
   /** Subscribers of the fan-out runs (graphql-ws and both SSE modes). */
@@ -20,6 +22,12 @@ export interface BenchOptions {
   /** Measured passes per fan-out run (median reported). */
   repeat: number;
   only: Configuration[];
+  /** Run the storm phase (write storms against the floor server). */
+  storm: boolean;
+  /** Users per storm (each sends once, at the same moment). */
+  stormSizes: number[];
+  /** Storms per kind and size; the median is reported. */
+  stormRepeat: number;
   /** Also write the JSON summary here (bench/results/latest.json is always written). */
   json: string | null;
   /** LOG_LEVEL of the Switchboard processes (its URL is read from the info-level line). */
@@ -34,7 +42,9 @@ export const USAGE = `Usage: npm run bench -- [options]
   --rounds <count>     measured publishes of the latency run (default 5)
   --window <count>     events in flight during a fan-out run (default 4)
   --repeat <count>     measured passes per fan-out run, median reported (default 1)
-  --only <list>        comma-separated: ${CONFIGURATIONS.join(',')} (default all)
+  --only <list>        comma-separated: ${ONLY_NAMES.join(',')} (default all)
+  --storm-sizes <list> users per write storm, comma-separated (default 2000,5000)
+  --storm-repeat <n>   storms per kind and size, median reported (default 3)
   --json <file>        also write the JSON summary to <file>
   --log-level <level>  LOG_LEVEL of Switchboard (default info; it prints its URL at info)`;
 
@@ -61,20 +71,28 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
       window: { type: 'string' },
       repeat: { type: 'string' },
       only: { type: 'string' },
+      'storm-sizes': { type: 'string' },
+      'storm-repeat': { type: 'string' },
       json: { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) return 'help';
-  const only = (values.only ?? CONFIGURATIONS.join(','))
+  const only = (values.only ?? ONLY_NAMES.join(','))
     .split(',')
     .map((name) => name.trim())
     .filter(Boolean);
   for (const name of only) {
-    if (!(CONFIGURATIONS as readonly string[]).includes(name)) {
-      throw new Error(`--only: unknown configuration "${name}" (${CONFIGURATIONS.join(', ')})`);
+    if (!(ONLY_NAMES as readonly string[]).includes(name)) {
+      throw new Error(`--only: unknown configuration "${name}" (${ONLY_NAMES.join(', ')})`);
     }
+  }
+  const stormSizes = (values['storm-sizes'] ?? '2000,5000')
+    .split(',')
+    .map((size) => positive('storm-sizes', size.trim(), 0));
+  if (stormSizes.some((size) => size > 18_000)) {
+    throw new Error('--storm-sizes: at most 18000 users (one load process holds the sockets)');
   }
   return {
     n: positive('n', values.n, 2000),
@@ -85,6 +103,9 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
     window: positive('window', values.window, 4),
     repeat: positive('repeat', values.repeat, 1),
     only: CONFIGURATIONS.filter((name) => only.includes(name)),
+    storm: only.includes('storm'),
+    stormSizes,
+    stormRepeat: positive('storm-repeat', values['storm-repeat'], 3),
     json: values.json ?? null,
     logLevel: values['log-level'] ?? 'info',
   };

@@ -1,6 +1,7 @@
 import type { BenchOptions, Configuration } from './options.ts';
 import type { FanoutResult } from './scenarios/fanout.ts';
 import type { LatencyResult, MemoryResult } from './scenarios/latency-memory.ts';
+import type { StormResult } from './scenarios/storm.ts';
 
 /** Everything measured on one server configuration; null where a phase failed or did not run. */
 export interface ServerResult {
@@ -33,6 +34,9 @@ export interface Summary {
   options: BenchOptions;
   machine: { cpus: number; node: string; loadAverage: number[] };
   servers: Partial<Record<Configuration, ServerResult>>;
+  /** The storm phase (issue 17); null when it did not run or failed. */
+  storm: StormResult | null;
+  stormErrors: string[];
   ratios: Record<string, number | null>;
   targets: Target[];
 }
@@ -44,6 +48,7 @@ const ratio = (a: number | undefined, b: number | undefined): number | null =>
 export function evaluate(
   servers: Summary['servers'],
   options: BenchOptions,
+  storm: StormResult | null = null,
 ): { ratios: Summary['ratios']; targets: Target[] } {
   const raw = servers.raw?.ws?.perCpuSecond;
   const baseline = servers.baseline?.ws?.perCpuSecond;
@@ -95,6 +100,30 @@ export function evaluate(
       'one instance',
     ),
   ];
+  // Issue 17: per-call CPU against the floor, and how soon the level shows every sender.
+  const atMost = (name: string, measured: number | null, max: number, unit: string): Target => ({
+    name,
+    target: `<= ${max.toFixed(2)}${unit}`,
+    measured,
+    pass: measured === null ? null : measured <= max,
+  });
+  for (const row of storm?.rows ?? []) {
+    if (row.kind === 'floor') continue;
+    const limit = row.kind === 'applause-icc' ? 1.5 : 1.0;
+    targets.push(
+      atMost(`storm ${row.kind} x ${row.users} (CPU/call)`, row.xFloor, limit, ' x floor'),
+    );
+    if (row.kind === 'applause-ws' && row.levelMs !== null) {
+      targets.push(
+        atMost(
+          `storm ${row.kind} x ${row.users}: level complete (s)`,
+          row.levelMs / 1000,
+          1.5,
+          ' s',
+        ),
+      );
+    }
+  }
   return { ratios, targets };
 }
 
@@ -163,7 +192,19 @@ export function formatReport(summary: Summary): string {
     num(t.measured, 2),
     t.pass === null ? 'n/a' : t.pass ? 'PASS' : 'FAIL',
   ]);
-  const errors = Object.values(servers).flatMap((r) => r.errors.map((e) => `  ${r.name}: ${e}`));
+  const errors = [
+    ...Object.values(servers).flatMap((r) => r.errors.map((e) => `  ${r.name}: ${e}`)),
+    ...summary.stormErrors.map((e) => `  storm: ${e}`),
+  ];
+  const stormRows = (summary.storm?.rows ?? []).map((row) => [
+    row.kind,
+    num(row.users),
+    num(row.cpuMsPerCall, 3),
+    num(row.xFloor, 2),
+    num(row.levelMs),
+    num(row.wallMs),
+    num(row.errors),
+  ]);
   return [
     `Fan-out: ${options.n} subscribers x ${options.m} events of ${options.payload} B, window ${options.window}` +
       (options.repeat > 1 ? `, median of ${options.repeat} passes` : ''),
@@ -196,8 +237,18 @@ export function formatReport(summary: Summary): string {
       ],
       latencyRows,
     ),
+    ...(stormRows.length > 0
+      ? [
+          '',
+          `Write storms: every user sends once at the same moment (median of ${options.stormRepeat}); server CPU until idle again`,
+          table(
+            ['kind', 'users', 'CPU ms/call', 'x floor', 'level ms', 'wall ms', 'errors'],
+            stormRows,
+          ),
+        ]
+      : []),
     '',
-    'Targets (issue 7)',
+    'Targets (issues 7 and 17)',
     table(['target', 'wanted', 'measured', 'result'], targetRows),
     ...(errors.length > 0 ? ['', 'Errors:', ...errors] : []),
     '',

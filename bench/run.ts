@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: fan-out of notify events from Switchboard and two reference servers, side by
- * side (issue 7). Servers run pinned to CPU 0, this load generator to CPU 1 (it re-executes
+ * side (issue 7), and write storms against a floor server (issue 17, `--only storm`). Servers run pinned to CPU 0, this load generator to CPU 1 (it re-executes
  * itself under taskset). See bench/README.md for what is measured and how.
  */
 import { spawn } from 'node:child_process';
@@ -14,6 +14,7 @@ import { type BenchOptions, type Configuration, parseOptions, USAGE } from './op
 import { evaluate, formatReport, type ServerResult, type Summary } from './report.ts';
 import { measureFanout } from './scenarios/fanout.ts';
 import { measureLatencyAndMemory } from './scenarios/latency-memory.ts';
+import { measureStorm, type StormResult } from './scenarios/storm.ts';
 import {
   compileServers,
   type ServerUnderTest,
@@ -199,13 +200,33 @@ async function main(): Promise<number> {
   }
   closeSseAgent();
 
-  const { ratios, targets } = evaluate(servers, options);
+  let storm: StormResult | null = null;
+  const stormErrors: string[] = [];
+  if (options.storm && !interrupted) {
+    progress(`storm: ${options.stormSizes.join(', ')} users, ${options.stormRepeat} runs each`);
+    try {
+      storm = await measureStorm({
+        sizes: options.stormSizes,
+        repeat: options.stormRepeat,
+        logLevel: options.logLevel,
+        progress,
+      });
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      progress(`storm FAILED: ${message}`);
+      stormErrors.push(message);
+    }
+  }
+
+  const { ratios, targets } = evaluate(servers, options, storm);
   const summary: Summary = {
     startedAt,
     durationSeconds: (performance.now() - began) / 1000,
     options,
     machine: { cpus: availableParallelism(), node: process.version, loadAverage: loadavg() },
     servers,
+    storm,
+    stormErrors,
     ratios,
     targets,
   };
@@ -218,7 +239,7 @@ async function main(): Promise<number> {
   process.stdout.write(
     `JSON summary: ${RESULTS_FILE}${options.json ? ` and ${options.json}` : ''}\n`,
   );
-  const failed = Object.values(servers).some((r) => r.errors.length > 0);
+  const failed = Object.values(servers).some((r) => r.errors.length > 0) || stormErrors.length > 0;
   return failed ? 1 : 0;
 }
 

@@ -65,13 +65,16 @@ export function compileServers(): void {
   compiled = true;
 }
 
-/** Starts one of the reference servers in bench/servers/ (raw or baseline). */
-export async function startReference(kind: 'raw' | 'baseline'): Promise<ServerUnderTest> {
+/** Starts one of the reference servers in bench/servers/ (raw, baseline or floor). */
+export async function startReference(
+  kind: 'raw' | 'baseline' | 'floor',
+  env: NodeJS.ProcessEnv = {},
+): Promise<ServerUnderTest> {
   const server = await spawnPinned({
     name: kind,
     core: SERVER_CORE,
     args: [join(BUILD, `bench/servers/${kind}-server.js`)],
-    env: { ...baseEnv(), NODE_ENV: 'production' },
+    env: { ...baseEnv(), NODE_ENV: 'production', ...env },
     readyUrl: listeningUrl,
   });
   return { name: kind, processes: [server], token: anyToken, stop: () => server.stop() };
@@ -162,12 +165,19 @@ async function runAll(steps: (() => Promise<void>)[]): Promise<void> {
  */
 export async function startSwitchboard(
   name: string,
-  options: { instances: number; logLevel: string },
-): Promise<ServerUnderTest> {
+  options: {
+    instances: number;
+    logLevel: string;
+    /** Use Redis with one instance too (two or more always do). */
+    redis?: boolean;
+    /** More settings for every instance. */
+    env?: NodeJS.ProcessEnv;
+  },
+): Promise<ServerUnderTest & { redisPrefix: string | null }> {
   const key = randomBytes(24).toString('base64url');
   const secret = new TextEncoder().encode(key);
   const redisPrefix = `switchboard-bench:${randomBytes(6).toString('hex')}:`;
-  const useRedis = options.instances > 1;
+  const useRedis = options.instances > 1 || options.redis === true;
   if (useRedis) await requireRedis();
   const database = await createDatabase();
   const processes: ChildServer[] = [];
@@ -199,6 +209,7 @@ export async function startSwitchboard(
             // The publisher is one user; its per-user rate limit would throttle the fan-out.
             RATE_LIMIT_PUBLISH: 'off',
             ...(useRedis ? { REDIS_URL, REDIS_PREFIX: redisPrefix } : {}),
+            ...options.env,
           },
           readyUrl: listeningUrl,
         }),
@@ -221,5 +232,9 @@ export async function startSwitchboard(
     }
     return signed;
   };
-  return { name, processes, token, stop };
+  return { name, processes, token, stop, redisPrefix: useRedis ? redisPrefix : null };
 }
+
+/** REDIS_URL of the bench (BENCH_REDIS_URL), for the floor server. */
+export const BENCH_REDIS_URL = REDIS_URL;
+export { deleteRedisKeys };
