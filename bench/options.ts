@@ -28,6 +28,8 @@ export interface BenchOptions {
   stormSizes: number[];
   /** Storms per kind and size; the median is reported. */
   stormRepeat: number;
+  /** Meetings with an applause subscriber, measured idle after the storms (0: skip). */
+  idleMeetings: number;
   /** Also write the JSON summary here (bench/results/latest.json is always written). */
   json: string | null;
   /** LOG_LEVEL of the Switchboard processes (its URL is read from the info-level line). */
@@ -45,6 +47,8 @@ export const USAGE = `Usage: npm run bench -- [options]
   --only <list>        comma-separated: ${ONLY_NAMES.join(',')} (default all)
   --storm-sizes <list> users per write storm, comma-separated (default 2000,5000)
   --storm-repeat <n>   storms per kind and size, median reported (default 3)
+  --idle-meetings <n>  meetings with an applause subscriber each, server CPU while idle
+                       (default 3000; 100 per socket, so at most 100 x the largest storm size)
   --json <file>        also write the JSON summary to <file>
   --log-level <level>  LOG_LEVEL of Switchboard (default info; it prints its URL at info)`;
 
@@ -73,6 +77,7 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
       only: { type: 'string' },
       'storm-sizes': { type: 'string' },
       'storm-repeat': { type: 'string' },
+      'idle-meetings': { type: 'string' },
       json: { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -106,6 +111,10 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
     storm: only.includes('storm'),
     stormSizes,
     stormRepeat: positive('storm-repeat', values['storm-repeat'], 3),
+    idleMeetings:
+      values['idle-meetings'] === '0'
+        ? 0
+        : positive('idle-meetings', values['idle-meetings'], 3000),
     json: values.json ?? null,
     logLevel: values['log-level'] ?? 'info',
   };

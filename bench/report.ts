@@ -124,6 +124,16 @@ export function evaluate(
       );
     }
   }
+  if (storm?.idle) {
+    targets.push(
+      atMost(
+        `${storm.idle.meetings} idle meetings with subscribers (cores)`,
+        storm.idle.coreFraction,
+        0.25,
+        ' core',
+      ),
+    );
+  }
   return { ratios, targets };
 }
 
@@ -245,6 +255,12 @@ export function formatReport(summary: Summary): string {
             ['kind', 'users', 'CPU ms/call', 'x floor', 'level ms', 'wall ms', 'errors'],
             stormRows,
           ),
+          ...(summary.storm?.idle
+            ? [
+                `Idle: ${summary.storm.idle.meetings} meetings with an applause subscriber each: ` +
+                  `${num(summary.storm.idle.coreFraction, 3)} of a core over ${summary.storm.idle.seconds} s`,
+              ]
+            : []),
         ]
       : []),
     '',

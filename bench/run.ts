@@ -208,6 +208,7 @@ async function main(): Promise<number> {
       storm = await measureStorm({
         sizes: options.stormSizes,
         repeat: options.stormRepeat,
+        idleMeetings: options.idleMeetings,
         logLevel: options.logLevel,
         progress,
       });

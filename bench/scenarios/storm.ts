@@ -52,8 +52,17 @@ export interface StormRow {
   runs: StormRun[];
 }
 
+/** Server CPU while meetings with applause subscribers sit idle (issue 13, item 3). */
+export interface IdleMeetings {
+  meetings: number;
+  seconds: number;
+  /** CPU seconds per second: 0.25 is a quarter of a core. */
+  coreFraction: number;
+}
+
 export interface StormResult {
   rows: StormRow[];
+  idle: IdleMeetings | null;
   /** Sockets per source address and load processes used. */
   sockets: number;
   sourceAddresses: string[];
@@ -62,6 +71,8 @@ export interface StormResult {
 export interface StormOptions {
   sizes: number[];
   repeat: number;
+  /** Meetings with one applause subscription each, measured idle afterwards (0: skip). */
+  idleMeetings: number;
   logLevel: string;
   progress: (message: string) => void;
 }
@@ -324,6 +335,8 @@ export async function measureStorm(options: StormOptions): Promise<StormResult> 
         levelMs = Math.max(0, at - lastSend);
         observed.stop();
       }
+      // Pings reach Postgres in the next flush (PRESENCE_FLUSH_MS, 1 s): that is part of their cost.
+      if (kind === 'ping-ws') await new Promise((resolve) => setTimeout(resolve, 1_200));
       await waitIdle([server.pid]);
       const cpu = (await cpuSeconds(server.pid)) - before;
       if (kind === 'floor') {
@@ -339,6 +352,49 @@ export async function measureStorm(options: StormOptions): Promise<StormResult> 
         levelMs,
         startedIdle,
       };
+    };
+
+    /** `count` meetings, one applause subscription each (100 per socket), then CPU while idle. */
+    const measureIdle = async (count: number): Promise<IdleMeetings> => {
+      progress(`storm: ${count} idle meetings with an applause subscriber each`);
+      let started = 0;
+      const live = new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error('idle meetings: not all started')),
+          WAIT_MS,
+        );
+        const onMessage = (data: Buffer) => {
+          if (!data.toString('utf8', 0, 30).includes('"idle-')) return;
+          started += 1;
+          if (started === count) {
+            clearTimeout(timer);
+            resolve();
+          }
+        };
+        for (let k = 0; k < count; k++) {
+          const socket = sockets[Math.floor(k / 100)]?.socket;
+          if (!socket) throw new Error('idle meetings: not enough sockets');
+          if (k % 100 === 0) socket.on('message', onMessage);
+          socket.send(
+            JSON.stringify({
+              id: `idle-${k}`,
+              type: 'subscribe',
+              payload: {
+                query: APPLAUSE_SUBSCRIPTION,
+                variables: { m: String(3_000_000_000 + k) },
+              },
+            }),
+          );
+        }
+      });
+      await live;
+      // Let the joins settle, then measure whole seconds of the steady state.
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      const seconds = 10;
+      const before = await cpuSeconds(sbProcess.pid);
+      await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+      const cpu = (await cpuSeconds(sbProcess.pid)) - before;
+      return { meetings: count, seconds, coreFraction: cpu / seconds };
     };
 
     // Warm-up: every code path once, not measured.
@@ -376,7 +432,8 @@ export async function measureStorm(options: StormOptions): Promise<StormResult> 
       row.xFloor =
         floorRow && floorRow.cpuMsPerCall > 0 ? row.cpuMsPerCall / floorRow.cpuMsPerCall : null;
     }
-    return { rows, sockets: sockets.length, sourceAddresses: SOURCE_ADDRESSES };
+    const idle = options.idleMeetings > 0 ? await measureIdle(options.idleMeetings) : null;
+    return { rows, idle, sockets: sockets.length, sourceAddresses: SOURCE_ADDRESSES };
   } finally {
     for (const s of sockets) s.socket.terminate();
     for (const a of agents) a.destroy();
