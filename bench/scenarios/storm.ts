@@ -397,9 +397,10 @@ export async function measureStorm(options: StormOptions): Promise<StormResult> 
       return { meetings: count, seconds, coreFraction: cpu / seconds };
     };
 
-    // Warm-up: every code path once, not measured.
+    // Warm-up: every kind once at full size, not measured (the first storm of a kind costs two
+    // to three times the later ones: code is optimized and the heap grows).
     progress('storm: warm-up');
-    for (const kind of STORM_KINDS) await runOnce(kind, Math.min(200, maxUsers));
+    for (const kind of STORM_KINDS) await runOnce(kind, maxUsers);
 
     const rows: StormRow[] = [];
     for (const size of options.sizes) {

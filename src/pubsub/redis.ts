@@ -24,7 +24,13 @@ export async function connectRedis(url: string, logger: Logger): Promise<RedisCl
     lazyConnect: true,
     retryStrategy: (attempt) => Math.min(attempt * 200, 2_000),
   };
-  const command = new Redis(url, { ...options, connectionName: 'switchboard:command' });
+  const command = new Redis(url, {
+    ...options,
+    connectionName: 'switchboard:command',
+    // Commands issued while one event-loop turn handles many sockets (an applause storm) go out
+    // in one write instead of one write each: the write syscalls were most of a call's cost.
+    enableAutoPipelining: true,
+  });
   const subscriber = new Redis(url, {
     ...options,
     connectionName: 'switchboard:subscriber',
