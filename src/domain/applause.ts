@@ -195,9 +195,15 @@ export function createApplause(options: ApplauseOptions) {
       if (!viewer) throw unauthenticated('Anonymous users cannot applaud');
       const access = await meetings.enter(viewer, meetingId);
       if (!access.applauseEnabled) throw forbidden(`Applause is disabled in meeting ${meetingId}`);
-      const rate = options.rateLimit?.of(viewer) ?? null;
-      const refusedMs = await store.add(meetingId, viewer.userId, Date.now(), rate);
-      if (refusedMs !== null) options.rateLimit?.refuse(viewer, refusedMs);
+      const limit = options.rateLimit;
+      const refusedMs = await store.add(
+        meetingId,
+        viewer.userId,
+        Date.now(),
+        limit?.of(viewer) ?? null,
+      );
+      // Only a given rate refuses.
+      if (refusedMs !== null && limit) throw limit.refusal(viewer, refusedMs);
     },
 
     /**

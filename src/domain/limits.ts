@@ -22,8 +22,8 @@ export type RateLimit = (viewer: Viewer) => Promise<void>;
 export interface InlineRateLimit {
   /** The viewer's limit for one call; null when the operation has no limit. */
   of(viewer: Viewer): InlineRate | null;
-  /** Throws RATE_LIMITED for a refused call; logged and counted like `rate`. */
-  refuse(viewer: Viewer, retryAfterMs: number): never;
+  /** The RATE_LIMITED error for a refused call (to throw); logged and counted like `rate`. */
+  refusal(viewer: Viewer, retryAfterMs: number): Error;
 }
 
 /** Told when a size or count limit refuses something; logs a warning and counts it. */
@@ -68,9 +68,7 @@ export function createLimits(options: {
     },
     inline: (operation) => ({
       of: (viewer) => store.inline(operation, viewer.userId),
-      refuse: (viewer, retryAfterMs) => {
-        throw refuse(operation, viewer, retryAfterMs);
-      },
+      refusal: (viewer, retryAfterMs) => refuse(operation, viewer, retryAfterMs),
     }),
   };
 }

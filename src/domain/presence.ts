@@ -374,9 +374,12 @@ export function createPresence(options: PresenceOptions) {
         statusCode,
         time: Date.now(),
       };
-      const result = await store.record(ping, options.rateLimit?.of(viewer) ?? null);
-      if ('retryAfterMs' in result)
-        return options.rateLimit?.refuse(viewer, result.retryAfterMs) as never;
+      const limit = options.rateLimit;
+      const result = await store.record(ping, limit?.of(viewer) ?? null);
+      if ('retryAfterMs' in result) {
+        // Only a given rate refuses.
+        throw limit?.refusal(viewer, result.retryAfterMs) ?? new Error('refused without a rate');
+      }
       if (!result.accepted) {
         const current = result.current ?? (await load(viewer.userId)).own;
         return view(current ?? ping);
