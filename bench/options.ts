@@ -28,6 +28,8 @@ export interface BenchOptions {
   stormSizes: number[];
   /** Storms per kind and size; the median is reported. */
   stormRepeat: number;
+  /** Switchboard instances of the storm phase (on one Redis). */
+  stormInstances: number;
   /** Meetings with an applause subscriber, measured idle after the storms (0: skip). */
   idleMeetings: number;
   /** Also write the JSON summary here (bench/results/latest.json is always written). */
@@ -47,6 +49,7 @@ export const USAGE = `Usage: npm run bench -- [options]
   --only <list>        comma-separated: ${ONLY_NAMES.join(',')} (default all)
   --storm-sizes <list> users per write storm, comma-separated (default 2000,5000)
   --storm-repeat <n>   storms per kind and size, median reported (default 3)
+  --storm-instances <n> Switchboard instances on one Redis in the storm phase, 1 or 2 (default 1)
   --idle-meetings <n>  meetings with an applause subscriber each, server CPU while idle
                        (default 3000; 100 per socket, so at most 100 x the largest storm size)
   --json <file>        also write the JSON summary to <file>
@@ -78,6 +81,7 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
       'storm-sizes': { type: 'string' },
       'storm-repeat': { type: 'string' },
       'idle-meetings': { type: 'string' },
+      'storm-instances': { type: 'string' },
       json: { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -93,6 +97,8 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
       throw new Error(`--only: unknown configuration "${name}" (${ONLY_NAMES.join(', ')})`);
     }
   }
+  const stormInstances = positive('storm-instances', values['storm-instances'], 1);
+  if (stormInstances > 2) throw new Error('--storm-instances: 1 or 2');
   const stormSizes = (values['storm-sizes'] ?? '2000,5000')
     .split(',')
     .map((size) => positive('storm-sizes', size.trim(), 0));
@@ -111,6 +117,7 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
     storm: only.includes('storm'),
     stormSizes,
     stormRepeat: positive('storm-repeat', values['storm-repeat'], 3),
+    stormInstances,
     idleMeetings:
       values['idle-meetings'] === '0'
         ? 0

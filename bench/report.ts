@@ -250,7 +250,10 @@ export function formatReport(summary: Summary): string {
     ...(stormRows.length > 0
       ? [
           '',
-          `Write storms: every user sends once at the same moment (median of ${options.stormRepeat}); server CPU until idle again`,
+          `Write storms: every user sends once at the same moment (median of ${options.stormRepeat}); server CPU until idle again` +
+            (summary.storm && summary.storm.instances > 1
+              ? ` (Switchboard: ${summary.storm.instances} instances on one Redis, CPU summed)`
+              : ''),
           table(
             ['kind', 'users', 'CPU ms/call', 'x floor', 'level ms', 'wall ms', 'errors'],
             stormRows,

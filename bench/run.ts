@@ -209,6 +209,7 @@ async function main(): Promise<number> {
         sizes: options.stormSizes,
         repeat: options.stormRepeat,
         idleMeetings: options.idleMeetings,
+        instances: options.stormInstances,
         logLevel: options.logLevel,
         progress,
       });

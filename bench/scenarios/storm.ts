@@ -9,7 +9,7 @@ import { Agent, request } from 'node:http';
 import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import { withTimeout } from '../load/subscriber.ts';
-import { cpuSeconds, waitIdle } from '../proc.ts';
+import { totalCpuSeconds, waitIdle } from '../proc.ts';
 import { WS_PROTOCOL } from '../protocol.ts';
 import {
   BENCH_REDIS_URL,
@@ -61,6 +61,8 @@ export interface IdleMeetings {
 }
 
 export interface StormResult {
+  /** Switchboard instances on one Redis (sockets and ICC calls alternate between them). */
+  instances: number;
   rows: StormRow[];
   idle: IdleMeetings | null;
   /** Sockets per source address and load processes used. */
@@ -71,6 +73,8 @@ export interface StormResult {
 export interface StormOptions {
   sizes: number[];
   repeat: number;
+  /** Switchboard instances sharing one Redis; CPU is summed over them. */
+  instances: number;
   /** Meetings with one applause subscription each, measured idle afterwards (0: skip). */
   idleMeetings: number;
   logLevel: string;
@@ -182,6 +186,8 @@ function observeApplause(observer: StormSocket, meetingId: string, id: string) {
   );
   return {
     started: withTimeout(started, WAIT_MS, 'observer subscription'),
+    /** The highest level seen: more than the senders would mean someone was counted twice. */
+    max: () => Math.max(-1, ...seen.map((event) => event.level)),
     reached(level: number): Promise<number> {
       const already = seen.find((event) => event.level >= level);
       if (already) return Promise.resolve(already.at);
@@ -196,18 +202,17 @@ function observeApplause(observer: StormSocket, meetingId: string, id: string) {
   };
 }
 
-/** POSTs to `url` for each user through a keep-alive agent; resolves the error count. */
+/** POSTs to each URL (one per user) through a keep-alive agent; resolves the error count. */
 async function httpStorm(
   agent: Agent,
-  paths: string[],
-  base: string,
+  urls: string[],
   headers: (i: number) => Record<string, string>,
 ): Promise<{ errors: number; lastSend: number }> {
   let errors = 0;
-  const calls = paths.map(
-    (path, i) =>
+  const calls = urls.map(
+    (url, i) =>
       new Promise<void>((resolve) => {
-        const req = request(`${base}${path}`, { method: 'POST', agent, headers: headers(i) });
+        const req = request(url, { method: 'POST', agent, headers: headers(i) });
         req.on('response', (res) => {
           if (res.statusCode !== 200) errors += 1;
           res.resume();
@@ -226,8 +231,8 @@ async function httpStorm(
 }
 
 /**
- * Starts the floor and one Switchboard instance (Redis and Postgres), both pinned to the server
- * core, opens one graphql-ws socket per user (the largest size) and runs every storm kind
+ * Starts the floor and Switchboard (`instances` on one Redis and one Postgres), all pinned to the
+ * server core, opens one graphql-ws socket per user (the largest size) and runs every storm kind
  * `repeat` times per size. Returns the medians and their ratios to the floor.
  */
 export async function measureStorm(options: StormOptions): Promise<StormResult> {
@@ -244,7 +249,7 @@ export async function measureStorm(options: StormOptions): Promise<StormResult> 
     });
     servers.push(floor);
     const switchboard = await startSwitchboard('switchboard-storm', {
-      instances: 1,
+      instances: options.instances,
       logLevel: options.logLevel,
       redis: true,
       env: {
@@ -254,10 +259,14 @@ export async function measureStorm(options: StormOptions): Promise<StormResult> 
       },
     });
     servers.push(switchboard);
-    const sbProcess = switchboard.processes[0];
+    const sbProcesses = switchboard.processes;
+    const sbProcess = sbProcesses[0];
     const floorProcess = floor.processes[0];
     if (!sbProcess || !floorProcess) throw new Error('a storm server has no process');
-    const wsUrl = `${sbProcess.url.replace(/^http/, 'ws')}/graphql`;
+    const sbPids = sbProcesses.map((p) => p.pid);
+    /** The instance user `i` talks to: they alternate. */
+    const instanceUrl = (i: number) => (sbProcesses[i % sbProcesses.length] ?? sbProcess).url;
+    const wsUrl = (i: number) => `${instanceUrl(i).replace(/^http/, 'ws')}/graphql`;
 
     progress(`storm: opening ${maxUsers} graphql-ws sockets`);
     const users = Array.from({ length: maxUsers }, (_, i) => String(1_000_000 + i));
@@ -267,12 +276,12 @@ export async function measureStorm(options: StormOptions): Promise<StormResult> 
       const batch = tokens.slice(start, start + 64);
       sockets.push(
         ...(await Promise.all(
-          batch.map((token, j) => openSocket(wsUrl, token, address(start + j))),
+          batch.map((token, j) => openSocket(wsUrl(start + j), token, address(start + j))),
         )),
       );
     }
     const observer = await openSocket(
-      wsUrl,
+      wsUrl(0),
       await switchboard.token('storm-observer'),
       '127.0.0.1',
     );
@@ -288,7 +297,7 @@ export async function measureStorm(options: StormOptions): Promise<StormResult> 
 
     const runOnce = async (kind: StormKind, size: number): Promise<StormRun> => {
       const meetingId = String(randomInt(1_000_000, 2_000_000_000));
-      const server = kind === 'floor' ? floorProcess : sbProcess;
+      const pids = kind === 'floor' ? [floorProcess.pid] : sbPids;
       const observed =
         kind === 'applause-ws' || kind === 'applause-icc'
           ? observeApplause(observer, meetingId, `observe-${++operation}`)
@@ -299,19 +308,21 @@ export async function measureStorm(options: StormOptions): Promise<StormResult> 
         const wait = lastPing.at + 1_100 - performance.now();
         if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
       }
-      const startedIdle = await waitIdle([server.pid]);
-      const before = await cpuSeconds(server.pid);
+      const startedIdle = await waitIdle(pids);
+      const before = await totalCpuSeconds(pids);
       const started = performance.now();
       let errors = 0;
       let lastSend = started;
       if (kind === 'floor') {
-        const paths = users.slice(0, size).map((user) => `/?meeting=${meetingId}&user=${user}`);
-        ({ errors, lastSend } = await httpStorm(floorAgent, paths, floorProcess.url, () => ({})));
-      } else if (kind === 'applause-icc') {
-        const paths = users
+        const urls = users
           .slice(0, size)
-          .map(() => `/system/icc/applause/send?meeting_id=${meetingId}`);
-        ({ errors, lastSend } = await httpStorm(iccAgent, paths, sbProcess.url, (i) => ({
+          .map((user) => `${floorProcess.url}/?meeting=${meetingId}&user=${user}`);
+        ({ errors, lastSend } = await httpStorm(floorAgent, urls, () => ({})));
+      } else if (kind === 'applause-icc') {
+        const urls = users
+          .slice(0, size)
+          .map((_, i) => `${instanceUrl(i)}/system/icc/applause/send?meeting_id=${meetingId}`);
+        ({ errors, lastSend } = await httpStorm(iccAgent, urls, (i) => ({
           authorization: `Bearer ${tokens[i]}`,
         })));
       } else {
@@ -334,11 +345,14 @@ export async function measureStorm(options: StormOptions): Promise<StormResult> 
         const at = await withTimeout(observed.reached(size - errors), WAIT_MS, 'observer level');
         levelMs = Math.max(0, at - lastSend);
         observed.stop();
+        if (observed.max() > size - errors) {
+          throw new Error(`${kind}: level ${observed.max()} for ${size - errors} senders`);
+        }
       }
       // Pings reach Postgres in the next flush (PRESENCE_FLUSH_MS, 1 s): that is part of their cost.
       if (kind === 'ping-ws') await new Promise((resolve) => setTimeout(resolve, 1_200));
-      await waitIdle([server.pid]);
-      const cpu = (await cpuSeconds(server.pid)) - before;
+      await waitIdle(pids);
+      const cpu = (await totalCpuSeconds(pids)) - before;
       if (kind === 'floor') {
         const cleanup = new Redis(BENCH_REDIS_URL);
         await cleanup.del(`${floorPrefix}${meetingId}`).finally(() => cleanup.disconnect());
@@ -391,9 +405,9 @@ export async function measureStorm(options: StormOptions): Promise<StormResult> 
       // Let the joins settle, then measure whole seconds of the steady state.
       await new Promise((resolve) => setTimeout(resolve, 2_000));
       const seconds = 10;
-      const before = await cpuSeconds(sbProcess.pid);
+      const before = await totalCpuSeconds(sbPids);
       await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
-      const cpu = (await cpuSeconds(sbProcess.pid)) - before;
+      const cpu = (await totalCpuSeconds(sbPids)) - before;
       return { meetings: count, seconds, coreFraction: cpu / seconds };
     };
 
@@ -434,7 +448,13 @@ export async function measureStorm(options: StormOptions): Promise<StormResult> 
         floorRow && floorRow.cpuMsPerCall > 0 ? row.cpuMsPerCall / floorRow.cpuMsPerCall : null;
     }
     const idle = options.idleMeetings > 0 ? await measureIdle(options.idleMeetings) : null;
-    return { rows, idle, sockets: sockets.length, sourceAddresses: SOURCE_ADDRESSES };
+    return {
+      instances: options.instances,
+      rows,
+      idle,
+      sockets: sockets.length,
+      sourceAddresses: SOURCE_ADDRESSES,
+    };
   } finally {
     for (const s of sockets) s.socket.terminate();
     for (const a of agents) a.destroy();
