@@ -98,6 +98,48 @@ describe('applause storms across two instances on one Redis', () => {
     expect((await more.next()).data?.applause.level).toBe(users.length);
   });
 
+  it('recomputes many meetings in one pass: each subscriber sees its own meeting', async () => {
+    const meetings = Array.from({ length: 40 }, () => uniqueMeeting());
+    const watchers = await Promise.all(
+      meetings.map(async (meetingId, i) => {
+        const server = i % 2 ? b : a;
+        const queue: ApplauseQueue = ws(server, await server.token(`watch-${meetingId}`)).subscribe(
+          ApplauseDocument,
+          { meetingId },
+        );
+        expect((await queue.next()).data?.applause.level).toBe(0);
+        return queue;
+      }),
+    );
+    // Meeting i gets i % 5 distinct senders.
+    await Promise.all(
+      meetings.flatMap((meetingId, i) =>
+        Array.from({ length: i % 5 }, async (_, j) => {
+          const token = await a.token(`sender-${j}`);
+          const sent = await gql(
+            (i + j) % 2 ? a.url : b.url,
+            SendApplauseDocument,
+            { meetingId },
+            token,
+          );
+          expect(sent.body.errors).toBeUndefined();
+        }),
+      ),
+    );
+    await Promise.all(
+      // (Meetings without senders stay at their first event, level 0.)
+      watchers.map((queue, i) =>
+        i % 5 === 0
+          ? Promise.resolve()
+          : nextMatching(queue, (result) => {
+              const level = result.data?.applause.level ?? -1;
+              expect(level).toBeLessThanOrEqual(i % 5);
+              return level === i % 5;
+            }),
+      ),
+    );
+  });
+
   it('refuses sends over RATE_LIMIT_APPLAUSE in the same step and counts nothing then', async () => {
     const meetingId = uniqueMeeting();
     const token = await a.token(`limited-${meetingId}`);
