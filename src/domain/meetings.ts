@@ -253,11 +253,12 @@ export function createMeetings(options: MeetingsOptions) {
         create: { id, applauseEnabled: applauseEnabled ?? true, ...membership },
         update: { ...(applauseEnabled === undefined ? {} : { applauseEnabled }), ...membership },
       });
-      const meeting = toMeeting(row);
-      // This instance follows at once; the others on the event.
-      store(id, toSettings(meeting));
+      // This instance follows at once, the others on the event. Read back rather than cache
+      // `row`: a change made meanwhile on another instance may already have been read here,
+      // and the newest read is the one that counts.
+      await load(id);
       await pubsub.publish(topic('meeting'), { meetingId: id, origin: instanceId });
-      return meeting;
+      return toMeeting(row);
     },
 
     /** The stored meeting, or null when it was never configured (reads Postgres). */
