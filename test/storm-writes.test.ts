@@ -21,6 +21,8 @@ import { requireRedis } from './support/redis.ts';
 type ApplauseQueue = ResultQueue<ExecutionResult<ApplauseSubscription>>;
 
 const uniqueMeeting = () => String(randomInt(1_000_000, 2_000_000_000));
+/** Bound of the waits of the storm tests: hundreds of calls at once on a busy CI machine. */
+const STORM_WAIT_MS = 20_000;
 const codeOf = (result: ExecutionResult<unknown>) => result.errors?.[0]?.extensions?.['code'];
 
 /** Resolves when `register` calls back, or rejects after `timeoutMs` (a bounded wait). */
@@ -65,7 +67,7 @@ describe('applause storms across two instances on one Redis', () => {
     const viaSocket = (i: number) => {
       const queue = clients[i]?.subscribe(SendApplauseDocument, { meetingId });
       if (!queue) throw new Error('no client');
-      return queue.next();
+      return queue.next(STORM_WAIT_MS);
     };
     const results = await Promise.all([
       ...users.map((_, i) => viaSocket(i)),
@@ -80,11 +82,15 @@ describe('applause storms across two instances on one Redis', () => {
 
     for (const observer of observers) {
       const seen: number[] = [];
-      await nextMatching(observer, (result) => {
-        expect(result.errors).toBeUndefined();
-        seen.push(result.data?.applause.level ?? -1);
-        return result.data?.applause.level === users.length;
-      });
+      await nextMatching(
+        observer,
+        (result) => {
+          expect(result.errors).toBeUndefined();
+          seen.push(result.data?.applause.level ?? -1);
+          return result.data?.applause.level === users.length;
+        },
+        { timeoutMs: STORM_WAIT_MS },
+      );
       // Never above the number of distinct users on the way up.
       expect(Math.max(...seen)).toBe(users.length);
     }
