@@ -148,9 +148,10 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     verifyToken: (token) => auth.verify(token),
   });
 
+  const context = createContextFactory({ auth, services, db, pubsub });
   const yoga = createGraphQLServer({
     schema,
-    context: createContextFactory({ auth, services, db, pubsub }) as never,
+    context: context as never,
     logger,
     limits: {
       depth: config.GRAPHQL_MAX_DEPTH,
@@ -162,7 +163,12 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     allowedOrigins: config.ALLOWED_ORIGINS,
   });
   const fanout = createFanout(metrics);
-  const operations = createOperationRunner({ yoga, fanout, maskError: maskError(logger) });
+  const operations = createOperationRunner({
+    yoga,
+    context: (initial) => context(initial as never),
+    fanout,
+    maskError: maskError(logger),
+  });
   const onLimit = (limit: string, user: string | null) => services.limits.report(limit, { user });
   const websockets = createWebSocketAcceptor({ maxPayloadBytes: config.MAX_BODY_BYTES });
   const graphqlWs = createGraphQLWsServer({

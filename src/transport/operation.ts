@@ -1,12 +1,14 @@
 import {
   type DocumentNode,
   type ExecutionResult,
+  execute,
   GraphQLError,
   getOperationAST,
   type OperationTypeNode,
 } from 'graphql';
 import type { Connection } from '../net/connection.ts';
-import type { RequestInfo } from '../schema/context.ts';
+import type { Context, RequestInfo } from '../schema/context.ts';
+import type { TransportContext } from './context.ts';
 import type { Fanout, OperationSink, Running } from './fanout.ts';
 import { nulError } from './input.ts';
 import type { Yoga } from './yoga.ts';
@@ -31,19 +33,38 @@ export const isRefused = (started: Started): started is Refused => 'errors' in s
 
 export interface OperationRunnerOptions {
   yoga: Yoga;
+  /** Builds the GraphQL context of an operation (the same factory yoga uses over HTTP). */
+  context: (initial: TransportContext) => Promise<Context>;
   /** Subscriptions run through it: one execution per event per operation group. */
   fanout: Fanout;
   maskError: (error: unknown, message: string) => Error;
 }
 
 /**
- * Runs GraphQL operations for the streaming transports on yoga's envelop (its parse and validate
- * caches, graphql-armor limits, error masking, the context factory), the same way for
- * graphql-ws and graphql-sse. Results go to the operation's sink as serialized JSON: a query or
- * mutation gives one result and completes; a subscription goes through the fan-out.
+ * Runs GraphQL operations for the streaming transports, the same way for graphql-ws and
+ * graphql-sse: parsed and validated by yoga's envelop (its parse and validate caches and the
+ * graphql-armor limits, one instance for all operations), executed by graphql-js with the
+ * context yoga's factory makes and errors masked as over HTTP. What only an HTTP request needs
+ * (request parsing, response formatting, per-request plugin setup) is skipped: a mutation on an
+ * open socket is a context, an execution and one frame. Results go to the operation's sink as
+ * serialized JSON: a query or mutation gives one result and completes; a subscription goes
+ * through the fan-out.
  */
 export function createOperationRunner(options: OperationRunnerOptions) {
   const { yoga, fanout, maskError } = options;
+  // Parse and validate need no request: one envelop for every operation of the instance.
+  let shared: ReturnType<Yoga['getEnveloped']> | null = null;
+  const envelop = () => {
+    shared ??= yoga.getEnveloped({} as never);
+    return shared;
+  };
+  const masked = (result: ExecutionResult): ExecutionResult =>
+    result.errors
+      ? {
+          ...result,
+          errors: result.errors.map((e) => maskError(e, 'Unexpected error.') as GraphQLError),
+        }
+      : result;
 
   /** Parses and validates; the document and its operation type, or the refusal. */
   function prepare(
@@ -88,12 +109,7 @@ export function createOperationRunner(options: OperationRunnerOptions) {
       sink: OperationSink,
       { mutations = true }: { mutations?: boolean } = {},
     ): Promise<Started> {
-      const enveloped = yoga.getEnveloped({
-        viewer: connection.viewer,
-        connection,
-        requestInfo: info,
-        params,
-      } as never);
+      const enveloped = envelop();
       const prepared = prepare(enveloped, params);
       if ('errors' in prepared) return prepared;
       if (!mutations && prepared.type === 'mutation') {
@@ -104,13 +120,17 @@ export function createOperationRunner(options: OperationRunnerOptions) {
         document: prepared.document,
         operationName: params.operationName ?? null,
         variableValues: params.variables ?? null,
-        contextValue: await enveloped.contextFactory(),
+        contextValue: await options.context({
+          viewer: connection.viewer,
+          connection,
+          requestInfo: info,
+        }),
       };
       if (prepared.type === 'subscription') {
         const started = await fanout.subscribe({ args, maskError, query: params.query }, sink);
         return 'stop' in started ? started : single(started, sink);
       }
-      return single((await enveloped.execute(args)) as ExecutionResult, sink);
+      return single(masked(await execute(args)), sink);
     },
   };
 }
