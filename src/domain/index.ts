@@ -210,6 +210,7 @@ export function createServices({
       db,
       changeLog,
       subscriptionBuffer: config.SUBSCRIPTION_BUFFER,
+      logger,
     }),
     projector,
     sessions: createSessions({
