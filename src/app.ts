@@ -90,6 +90,8 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
   const auth = createAuthenticator({
     tokenKey: config.AUTH_TOKEN_KEY,
     jwksUrl: config.AUTH_JWKS_URL,
+    listenHost: config.HOST,
+    production: config.NODE_ENV === 'production',
     fakeUser: config.AUTH_FAKE_USER,
     issuer: config.AUTH_ISSUER,
     audience: config.AUTH_AUDIENCE,

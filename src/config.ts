@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { isLoopback } from './auth/loopback.ts';
 
 const port = z.coerce.number().int().min(0).max(65535);
 const positiveInt = z.coerce.number().int().positive();
@@ -42,7 +43,17 @@ const setting = <S extends Setting<z.ZodType>>(s: S) => s;
  */
 export const SETTINGS = {
   PORT: setting({ description: 'TCP port of the HTTP server.', schema: port, default: '4000' }),
-  HOST: setting({ description: 'Interface to listen on.', schema: z.string(), default: '0.0.0.0' }),
+  HOST: setting({
+    description:
+      'Interface to listen on. Without AUTH_TOKEN_KEY and AUTH_JWKS_URL the default is 127.0.0.1, and any non-loopback HOST refuses to start (a generated development key exists only on loopback).',
+    schema: z.string().min(1),
+    default: '0.0.0.0',
+  }),
+  NODE_ENV: setting({
+    description:
+      '`production` never generates a development key: AUTH_TOKEN_KEY (or AUTH_JWKS_URL) is then required, on any HOST.',
+    schema: z.string(),
+  }),
   LOG_LEVEL: setting({
     description: 'pino log level: fatal, error, warn, info, debug, trace or silent.',
     schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
@@ -77,7 +88,7 @@ export const SETTINGS = {
   }),
   AUTH_TOKEN_KEY: setting({
     description:
-      'HS256 key for JWTs. Unset (and no AUTH_JWKS_URL): a key is generated at start-up and sample tokens are logged.',
+      'HS256 key for JWTs. Unset (and no AUTH_JWKS_URL): only on a loopback HOST and outside NODE_ENV=production, a key is generated at start-up, sample tokens are logged and /demo/token mints tokens; otherwise the server refuses to start.',
     schema: z.string().min(16, 'must be at least 16 characters'),
     secret: true,
   }),
@@ -460,6 +471,19 @@ export function loadConfig(env: Env = process.env): Config {
   }
   if (env['AUTH_TOKEN_KEY'] && env['AUTH_JWKS_URL']) {
     problems.push('AUTH_TOKEN_KEY and AUTH_JWKS_URL: set one, not both');
+  }
+  if (out['AUTH_TOKEN_KEY'] === undefined && out['AUTH_JWKS_URL'] === undefined) {
+    if (!env['HOST']) out['HOST'] = '127.0.0.1';
+    const host = String(out['HOST']);
+    if (env['NODE_ENV'] === 'production') {
+      problems.push(
+        'AUTH_TOKEN_KEY: set it (or AUTH_TOKEN_KEY_FILE, or AUTH_JWKS_URL); with NODE_ENV=production no development key is generated',
+      );
+    } else if (!isLoopback(host)) {
+      problems.push(
+        `AUTH_TOKEN_KEY: set it (or AUTH_TOKEN_KEY_FILE, or AUTH_JWKS_URL) to listen on HOST=${host}; a development key is generated only on a loopback HOST (127.0.0.1, ::1, localhost)`,
+      );
+    }
   }
   if (problems.length > 0) {
     throw new ConfigError(`Invalid configuration:\n  ${problems.join('\n  ')}`);

@@ -10,6 +10,7 @@ import {
 } from 'jose';
 import { type AppError, isAppError, unauthenticated } from '../errors.ts';
 import type { Logger } from '../logger.ts';
+import { isLoopback } from './loopback.ts';
 import type { Viewer } from './viewer.ts';
 
 /** Options for {@link createAuthenticator}. */
@@ -18,6 +19,14 @@ export interface AuthenticatorOptions {
   tokenKey?: string | undefined;
   /** URL of a JSON Web Key Set (AUTH_JWKS_URL); tokens must then use an asymmetric algorithm. */
   jwksUrl?: string | undefined;
+  /**
+   * The address the server listens on (HOST). Without `tokenKey` and `jwksUrl` a random key is
+   * generated only when this is loopback (or unset, for tools and tests that do not listen) and
+   * `production` is false; otherwise creation throws an Error naming AUTH_TOKEN_KEY.
+   */
+  listenHost?: string | undefined;
+  /** NODE_ENV=production: never generate a key. */
+  production?: boolean | undefined;
   /** When set, every request without a token is this user. Development only. */
   fakeUser?: string | undefined;
   /** When set, tokens must carry this `iss`; `sign` sets it. */
@@ -133,7 +142,17 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     resolver = createRemoteJWKSet(url);
     algorithms = JWKS_ALGORITHMS;
   } else {
-    if (options.tokenKey === undefined) generatedTokenKey = randomBytes(32).toString('base64url');
+    if (options.tokenKey === undefined) {
+      if (options.production === true) {
+        throw new Error('AUTH_TOKEN_KEY (or AUTH_JWKS_URL) is required with NODE_ENV=production');
+      }
+      if (options.listenHost !== undefined && !isLoopback(options.listenHost)) {
+        throw new Error(
+          `AUTH_TOKEN_KEY (or AUTH_JWKS_URL) is required to listen on ${options.listenHost}: a development key is generated only on loopback`,
+        );
+      }
+      generatedTokenKey = randomBytes(32).toString('base64url');
+    }
     const keyText = options.tokenKey ?? (generatedTokenKey as string);
     secret = new TextEncoder().encode(keyText);
     if (secret.byteLength < 32) {
