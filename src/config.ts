@@ -131,6 +131,23 @@ export const SETTINGS = {
     schema: positiveInt,
     default: '65536',
   }),
+  NOTIFY_MAX_TARGETS: setting({
+    description:
+      'Most entries in each of `toUsers` and `toChannels` of one notify publish (GraphQL, ICC, OS3); more are refused.',
+    schema: positiveInt,
+    default: '1000',
+  }),
+  NOTIFY_MAX_NAME_LENGTH: setting({
+    description: 'Longest notify message `name`, in characters; longer names are refused.',
+    schema: positiveInt,
+    default: '256',
+  }),
+  JSON_MAX_DEPTH: setting({
+    description:
+      'Deepest nesting of a JSON value a client sends (notify message, writeData value, pushEvents payload); deeper values are refused.',
+    schema: positiveInt,
+    default: '64',
+  }),
   SUBSCRIPTION_BUFFER: setting({
     description:
       'Events queued for one subscription before its connection is closed as a slow consumer (4499).',

@@ -257,9 +257,21 @@ function viewerFromPayload(payload: JWTPayload): Viewer {
     if (osUserId > 0) userId = String(osUserId);
   }
   if (userId === undefined) throw unauthenticated('token has no subject');
+  // A user id must be storable and comparable: no U+0000, no lone surrogate.
+  if (userId.includes('\u0000') || /\p{Cs}/u.test(userId)) {
+    throw unauthenticated('invalid subject');
+  }
+  // jose checks that exp is a number; 1e999 parses as Infinity, a token that never expires.
+  if (typeof claims.exp !== 'number' || !Number.isFinite(claims.exp)) {
+    throw unauthenticated('token has no valid expiry');
+  }
 
   const group = claims.group;
-  if (group !== undefined && group !== null && typeof group !== 'string') {
+  if (
+    group !== undefined &&
+    group !== null &&
+    (typeof group !== 'string' || group.includes('\u0000') || /\p{Cs}/u.test(group))
+  ) {
     throw unauthenticated('invalid group claim');
   }
 
@@ -275,8 +287,7 @@ function viewerFromPayload(payload: JWTPayload): Viewer {
     userId,
     group: typeof group === 'string' ? group : null,
     isService: scopes.includes('service'),
-    // requiredClaims guarantees exp is present and numeric once jwtVerify succeeded.
-    expiresAt: typeof claims.exp === 'number' ? claims.exp * 1000 : null,
+    expiresAt: claims.exp * 1000,
   };
 }
 
