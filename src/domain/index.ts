@@ -133,6 +133,8 @@ export function createServices({
     subscriptionBuffer: config.SUBSCRIPTION_BUFFER,
     rateLimit: limits.rate('sendChatMessage'),
     onLimit: limits.report,
+    // Presence is created below; chat asks only once connections are tracked.
+    ownPing: (userId) => presence.ownPing(userId),
   });
   const wsTokens = createWsTokens({
     db,
