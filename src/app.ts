@@ -92,6 +92,8 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     jwksUrl: config.AUTH_JWKS_URL,
     listenHost: config.HOST,
     production: config.NODE_ENV === 'production',
+    // `?token=<ws token>` on the /graphql socket (services exist before any socket connects).
+    consumeWsToken: (token) => services.wsTokens.consume(token),
     fakeUser: config.AUTH_FAKE_USER,
     issuer: config.AUTH_ISSUER,
     audience: config.AUTH_AUDIENCE,
