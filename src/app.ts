@@ -29,6 +29,7 @@ import { createGraphQLWsServer } from './transport/graphql-ws.ts';
 import { createHealth } from './transport/health.ts';
 import {
   BodyTooLarge,
+  clientErrorResponse,
   createHttpServer,
   readBody,
   refuseUpgrade,
@@ -124,7 +125,11 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     ...(redis ? { redis: () => pubsub.ping() } : {}),
   };
   const metrics = createMetrics({
-    connectionCounts: () => core.countByTransport(),
+    connectionCounts: () => ({
+      ...core.countByTransport(),
+      // Requests still receiving their body (slow uploads), beside the open streams.
+      'http-receiving': server.receiving(),
+    }),
     dependencies,
   });
   const core = createConnectionCore({
@@ -264,10 +269,16 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     config.TLS_CERT_FILE && config.TLS_KEY_FILE
       ? { certFile: config.TLS_CERT_FILE, keyFile: config.TLS_KEY_FILE }
       : undefined,
+    {
+      headersTimeoutMs: config.HTTP_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: config.HTTP_REQUEST_TIMEOUT_MS,
+      maxPendingRequests: config.MAX_PENDING_REQUESTS,
+      onLimit: (limit) => services.limits.report(limit),
+    },
   );
   server.on('clientError', (error, socket) => {
     logger.debug({ err: error }, 'client error');
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    if (socket.writable) socket.end(clientErrorResponse(error));
   });
 
   let stopping: Promise<void> | null = null;

@@ -126,6 +126,24 @@ export const SETTINGS = {
     schema: positiveInt,
     default: '1048576',
   }),
+  HTTP_HEADERS_TIMEOUT_MS: setting({
+    description:
+      'Time a client has to send the headers of a request; then 408 and the connection closes.',
+    schema: positiveInt,
+    default: '10000',
+  }),
+  HTTP_REQUEST_TIMEOUT_MS: setting({
+    description:
+      'Time a client has to send a whole request, body included (not the life of a stream or socket); then 408.',
+    schema: positiveInt,
+    default: '30000',
+  }),
+  MAX_PENDING_REQUESTS: setting({
+    description:
+      'Requests of one instance whose body is still arriving; more get 503 at once (slow uploads cannot starve the server).',
+    schema: positiveInt,
+    default: '1000',
+  }),
   MESSAGE_MAX_BYTES: setting({
     description: 'Largest notify message (serialized JSON) a client may publish.',
     schema: positiveInt,
