@@ -334,6 +334,18 @@ export const SETTINGS = {
     schema: positiveInt,
     default: '1000',
   }),
+  AUTOUPDATE_SETUP_CONCURRENCY: setting({
+    description:
+      'First reads of new autoupdate subscriptions (snapshot or replay) run at once per instance; the others queue, so a reconnect storm leaves pool connections for writers. Capped at DATABASE_POOL_SIZE - 1.',
+    schema: positiveInt,
+    default: '4',
+  }),
+  AUTOUPDATE_SETUP_TIMEOUT_MS: setting({
+    description:
+      'Longest wait of a new autoupdate subscription in that queue; then UNAVAILABLE with extensions.retryAfterMs (legacy 503).',
+    schema: positiveInt,
+    default: '30000',
+  }),
   DROP_USER_TIMEOUT_MS: setting({
     description:
       'How long dropUser waits for the other instances to report their closed connections.',

@@ -1,6 +1,6 @@
 import type { Viewer } from '../auth/index.ts';
 import { type Database, Prisma } from '../db/index.ts';
-import { badInput, unauthenticated } from '../errors.ts';
+import { badInput, unauthenticated, unavailable } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { Subscription } from '../pubsub/index.ts';
 import {
@@ -12,6 +12,7 @@ import {
   toChangeRow,
 } from './change-log.ts';
 import type { Binding } from './connections.ts';
+import type { ReadGate } from './read-gate.ts';
 
 /** An event as a recipient sees it. */
 export interface AutoupdateEvent {
@@ -58,7 +59,17 @@ export interface AutoupdateOptions {
   /** Batches buffered per subscriber before it is closed as a slow consumer. */
   subscriptionBuffer: number;
   logger: Logger;
+  /**
+   * Queue of the first reads (AUTOUPDATE_SETUP_CONCURRENCY, AUTOUPDATE_SETUP_TIMEOUT_MS), so a
+   * reconnect storm waits its turn instead of exhausting the database pool. Default: none.
+   */
+  setupGate?: ReadGate;
 }
+
+/** Prisma's "could not get a connection / start a transaction in time": the pool is saturated. */
+const isPoolTimeout = (error: unknown) =>
+  error instanceof Prisma.PrismaClientKnownRequestError &&
+  (error.code === 'P2028' || error.code === 'P2024');
 
 type Content = Pick<AutoupdateBatch, 'changed' | 'deleted'>;
 
@@ -289,8 +300,10 @@ export function createAutoupdate(options: AutoupdateOptions) {
     /**
      * Opens an autoupdate stream for the viewer (see the module comment). Throws
      * UNAUTHENTICATED for anonymous callers and BAD_USER_INPUT for a negative or non-integer
-     * changeId or a non-finite since. Ends with the connection; a subscriber that falls
-     * `subscriptionBuffer` batches behind is closed as a slow consumer.
+     * changeId or a non-finite since, UNAVAILABLE (retryAfterMs) when its first read could not
+     * get a database connection in time (it waits its turn in `setupGate` first). Ends with the
+     * connection; a subscriber that falls `subscriptionBuffer` batches behind is closed as a
+     * slow consumer.
      */
     async subscribe(
       viewer: Viewer | null,
@@ -373,12 +386,20 @@ export function createAutoupdate(options: AutoupdateOptions) {
         }),
       );
       try {
-        const first = await initialBatch(viewer, changeId, since, wantData, wantEvents);
+        const read = () => initialBatch(viewer, changeId, since, wantData, wantEvents);
+        const first = options.setupGate
+          ? await options.setupGate.run(async () => (subscription.done ? null : read()))
+          : await read();
+        if (first === null) return subscription;
         cursor = first.toChangeId;
         sentTo = first.toChangeId;
         subscription.push(first);
       } catch (error) {
         subscription.end();
+        if (isPoolTimeout(error)) {
+          options.logger.warn({ err: error }, 'autoupdate: database pool saturated');
+          throw unavailable('The database is busy; try again shortly', 1_000);
+        }
         throw error;
       }
       const queued = pending;

@@ -24,6 +24,7 @@ import { createMeetings, type Meetings } from './meetings.ts';
 import { createNotify, type Notify } from './notify.ts';
 import { createPresence, type Presence } from './presence.ts';
 import { createProjector, type Projector } from './projector.ts';
+import { createReadGate } from './read-gate.ts';
 import { createSessions, type Sessions } from './sessions.ts';
 import { createUsers, type Users } from './users.ts';
 import { createWsTokens, type WsTokens } from './ws-tokens.ts';
@@ -217,6 +218,15 @@ export function createServices({
       changeLog,
       subscriptionBuffer: config.SUBSCRIPTION_BUFFER,
       logger,
+      setupGate: createReadGate({
+        // Leave at least one pool connection for writers and everything else.
+        concurrency: Math.max(
+          1,
+          Math.min(config.AUTOUPDATE_SETUP_CONCURRENCY, config.DATABASE_POOL_SIZE - 1),
+        ),
+        maxWaitMs: config.AUTOUPDATE_SETUP_TIMEOUT_MS,
+        onTimeout: () => limits.report('autoupdateSetupWait'),
+      }),
     }),
     projector,
     sessions: createSessions({
