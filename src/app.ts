@@ -29,6 +29,7 @@ import { createGraphQLWsServer } from './transport/graphql-ws.ts';
 import { createHealth } from './transport/health.ts';
 import {
   BodyTooLarge,
+  clientErrorResponse,
   createHttpServer,
   readBody,
   refuseUpgrade,
@@ -90,6 +91,10 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
   const auth = createAuthenticator({
     tokenKey: config.AUTH_TOKEN_KEY,
     jwksUrl: config.AUTH_JWKS_URL,
+    listenHost: config.HOST,
+    production: config.NODE_ENV === 'production',
+    // `?token=<ws token>` on the /graphql socket (services exist before any socket connects).
+    consumeWsToken: (token) => services.wsTokens.consume(token),
     fakeUser: config.AUTH_FAKE_USER,
     issuer: config.AUTH_ISSUER,
     audience: config.AUTH_AUDIENCE,
@@ -120,7 +125,11 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     ...(redis ? { redis: () => pubsub.ping() } : {}),
   };
   const metrics = createMetrics({
-    connectionCounts: () => core.countByTransport(),
+    connectionCounts: () => ({
+      ...core.countByTransport(),
+      // Requests still receiving their body (slow uploads), beside the open streams.
+      'http-receiving': server.receiving(),
+    }),
     dependencies,
   });
   const core = createConnectionCore({
@@ -266,10 +275,16 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     config.TLS_CERT_FILE && config.TLS_KEY_FILE
       ? { certFile: config.TLS_CERT_FILE, keyFile: config.TLS_KEY_FILE }
       : undefined,
+    {
+      headersTimeoutMs: config.HTTP_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: config.HTTP_REQUEST_TIMEOUT_MS,
+      maxPendingRequests: config.MAX_PENDING_REQUESTS,
+      onLimit: (limit) => services.limits.report(limit),
+    },
   );
   server.on('clientError', (error, socket) => {
     logger.debug({ err: error }, 'client error');
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    if (socket.writable) socket.end(clientErrorResponse(error));
   });
 
   let stopping: Promise<void> | null = null;

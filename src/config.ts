@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { isLoopback } from './auth/loopback.ts';
 
 const port = z.coerce.number().int().min(0).max(65535);
 const positiveInt = z.coerce.number().int().positive();
@@ -42,7 +43,17 @@ const setting = <S extends Setting<z.ZodType>>(s: S) => s;
  */
 export const SETTINGS = {
   PORT: setting({ description: 'TCP port of the HTTP server.', schema: port, default: '4000' }),
-  HOST: setting({ description: 'Interface to listen on.', schema: z.string(), default: '0.0.0.0' }),
+  HOST: setting({
+    description:
+      'Interface to listen on. Without AUTH_TOKEN_KEY and AUTH_JWKS_URL the default is 127.0.0.1, and any non-loopback HOST refuses to start (a generated development key exists only on loopback).',
+    schema: z.string().min(1),
+    default: '0.0.0.0',
+  }),
+  NODE_ENV: setting({
+    description:
+      '`production` never generates a development key: AUTH_TOKEN_KEY (or AUTH_JWKS_URL) is then required, on any HOST.',
+    schema: z.string(),
+  }),
   LOG_LEVEL: setting({
     description: 'pino log level: fatal, error, warn, info, debug, trace or silent.',
     schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
@@ -77,7 +88,7 @@ export const SETTINGS = {
   }),
   AUTH_TOKEN_KEY: setting({
     description:
-      'HS256 key for JWTs. Unset (and no AUTH_JWKS_URL): a key is generated at start-up and sample tokens are logged.',
+      'HS256 key for JWTs. Unset (and no AUTH_JWKS_URL): only on a loopback HOST and outside NODE_ENV=production, a key is generated at start-up, sample tokens are logged and /demo/token mints tokens; otherwise the server refuses to start.',
     schema: z.string().min(16, 'must be at least 16 characters'),
     secret: true,
   }),
@@ -115,10 +126,45 @@ export const SETTINGS = {
     schema: positiveInt,
     default: '1048576',
   }),
+  HTTP_HEADERS_TIMEOUT_MS: setting({
+    description:
+      'Time a client has to send the headers of a request; then 408 and the connection closes.',
+    schema: positiveInt,
+    default: '10000',
+  }),
+  HTTP_REQUEST_TIMEOUT_MS: setting({
+    description:
+      'Time a client has to send a whole request, body included (not the life of a stream or socket); then 408.',
+    schema: positiveInt,
+    default: '30000',
+  }),
+  MAX_PENDING_REQUESTS: setting({
+    description:
+      'Requests of one instance whose body is still arriving; more get 503 at once (slow uploads cannot starve the server).',
+    schema: positiveInt,
+    default: '1000',
+  }),
   MESSAGE_MAX_BYTES: setting({
     description: 'Largest notify message (serialized JSON) a client may publish.',
     schema: positiveInt,
     default: '65536',
+  }),
+  NOTIFY_MAX_TARGETS: setting({
+    description:
+      'Most entries in each of `toUsers` and `toChannels` of one notify publish (GraphQL, ICC, OS3); more are refused.',
+    schema: positiveInt,
+    default: '1000',
+  }),
+  NOTIFY_MAX_NAME_LENGTH: setting({
+    description: 'Longest notify message `name`, in characters; longer names are refused.',
+    schema: positiveInt,
+    default: '256',
+  }),
+  JSON_MAX_DEPTH: setting({
+    description:
+      'Deepest nesting of a JSON value a client sends (notify message, writeData value, pushEvents payload); deeper values are refused.',
+    schema: positiveInt,
+    default: '64',
   }),
   SUBSCRIPTION_BUFFER: setting({
     description:
@@ -287,6 +333,18 @@ export const SETTINGS = {
     description: 'Most items one writeData or pushEvents call may carry.',
     schema: positiveInt,
     default: '1000',
+  }),
+  AUTOUPDATE_SETUP_CONCURRENCY: setting({
+    description:
+      'First reads of new autoupdate subscriptions (snapshot or replay) run at once per instance; the others queue, so a reconnect storm leaves pool connections for writers. Capped at DATABASE_POOL_SIZE - 1.',
+    schema: positiveInt,
+    default: '4',
+  }),
+  AUTOUPDATE_SETUP_TIMEOUT_MS: setting({
+    description:
+      'Longest wait of a new autoupdate subscription in that queue; then UNAVAILABLE with extensions.retryAfterMs (legacy 503).',
+    schema: positiveInt,
+    default: '30000',
   }),
   DROP_USER_TIMEOUT_MS: setting({
     description:
@@ -460,6 +518,19 @@ export function loadConfig(env: Env = process.env): Config {
   }
   if (env['AUTH_TOKEN_KEY'] && env['AUTH_JWKS_URL']) {
     problems.push('AUTH_TOKEN_KEY and AUTH_JWKS_URL: set one, not both');
+  }
+  if (out['AUTH_TOKEN_KEY'] === undefined && out['AUTH_JWKS_URL'] === undefined) {
+    if (!env['HOST']) out['HOST'] = '127.0.0.1';
+    const host = String(out['HOST']);
+    if (env['NODE_ENV'] === 'production') {
+      problems.push(
+        'AUTH_TOKEN_KEY: set it (or AUTH_TOKEN_KEY_FILE, or AUTH_JWKS_URL); with NODE_ENV=production no development key is generated',
+      );
+    } else if (!isLoopback(host)) {
+      problems.push(
+        `AUTH_TOKEN_KEY: set it (or AUTH_TOKEN_KEY_FILE, or AUTH_JWKS_URL) to listen on HOST=${host}; a development key is generated only on a loopback HOST (127.0.0.1, ::1, localhost)`,
+      );
+    }
   }
   if (problems.length > 0) {
     throw new ConfigError(`Invalid configuration:\n  ${problems.join('\n  ')}`);

@@ -8,6 +8,11 @@ export const ErrorCode = {
   BadUserInput: 'BAD_USER_INPUT',
   NotFound: 'NOT_FOUND',
   RateLimited: 'RATE_LIMITED',
+  /**
+   * The server cannot serve the request right now (e.g. the database is saturated by a
+   * reconnect storm); nothing was changed. Retry after `extensions.retryAfterMs`; legacy 503.
+   */
+  Unavailable: 'UNAVAILABLE',
   Internal: 'INTERNAL_SERVER_ERROR',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -33,24 +38,38 @@ export const forbidden = (message: string) => new AppError(ErrorCode.Forbidden, 
 export const badInput = (message: string) => new AppError(ErrorCode.BadUserInput, message);
 export const notFound = (message: string) => new AppError(ErrorCode.NotFound, message);
 /**
+ * A refusal the client should retry later: GraphQL clients see its code with
+ * `extensions.retryAfterMs` when known, legacy endpoints `status` (429 or 503).
+ */
+export class RetryLaterError extends AppError {
+  constructor(
+    code: typeof ErrorCode.RateLimited | typeof ErrorCode.Unavailable,
+    message: string,
+    /** When the client may try again; null when unknown (a count limit). */
+    readonly retryAfterMs: number | null,
+    /** The HTTP status legacy endpoints answer: 429, or 503 when the instance is full or busy. */
+    readonly status: 429 | 503,
+  ) {
+    super(code, message);
+  }
+}
+
+/**
  * A per-user rate limit or a count limit (connections, subscriptions) was hit. GraphQL clients
  * see RATE_LIMITED (with `extensions.retryAfterMs` when known), legacy endpoints 429.
  */
-export class RateLimitedError extends AppError {
-  constructor(
-    message: string,
-    /** When the client may try again; null when unknown (a count limit). */
-    readonly retryAfterMs: number | null = null,
-    /** The HTTP status legacy endpoints answer: 429, or 503 when the instance is full. */
-    readonly status: 429 | 503 = 429,
-  ) {
-    super(ErrorCode.RateLimited, message);
+export class RateLimitedError extends RetryLaterError {
+  constructor(message: string, retryAfterMs: number | null = null, status: 429 | 503 = 429) {
+    super(ErrorCode.RateLimited, message, retryAfterMs, status);
   }
 }
 export const rateLimited = (message: string, retryAfterMs: number | null = null) =>
   new RateLimitedError(message, retryAfterMs);
-/** The legacy HTTP status of an AppError that is RATE_LIMITED (429 or 503), else null. */
+/** UNAVAILABLE (legacy 503): the server is too busy to serve this now; retry after the hint. */
+export const unavailable = (message: string, retryAfterMs: number) =>
+  new RetryLaterError(ErrorCode.Unavailable, message, retryAfterMs, 503);
+/** The legacy HTTP status of a retryable AppError (RATE_LIMITED, UNAVAILABLE), else null. */
 export const rateLimitStatus = (error: unknown): 429 | 503 | null =>
-  error instanceof RateLimitedError ? error.status : null;
+  error instanceof RetryLaterError ? error.status : null;
 
 export const isAppError = (error: unknown): error is AppError => error instanceof AppError;

@@ -290,13 +290,32 @@ describe('fromRequest', () => {
     ).resolves.toMatchObject({ userId: '11' });
   });
 
-  it('reads ?token= from a path or an absolute URL', async () => {
+  it('reads ?token= from a path or an absolute URL of a stream or WebSocket', async () => {
     await expect(
-      auth.fromRequest({ headers: {}, url: `/graphql/stream?token=${token}` }),
+      auth.fromRequest({ headers: {}, url: `/graphql/stream?token=${token}`, stream: true }),
     ).resolves.toMatchObject({ userId: '11' });
     await expect(
-      auth.fromRequest({ headers: new Headers(), url: new URL(`http://x/ws?a=1&token=${token}`) }),
+      auth.fromRequest({
+        headers: new Headers({ upgrade: 'websocket' }),
+        url: new URL(`http://x/ws?a=1&token=${token}`),
+      }),
     ).resolves.toMatchObject({ userId: '11' });
+    await expect(
+      auth.fromRequest({
+        headers: { accept: 'text/event-stream' },
+        url: `/graphql?token=${token}`,
+      }),
+    ).resolves.toMatchObject({ userId: '11' });
+  });
+
+  it('refuses ?token= on a plain request', async () => {
+    for (const headers of [{}, { accept: 'application/json' }]) {
+      await expectRefused(
+        auth.fromRequest({ headers, url: `/graphql?token=${token}` }),
+        /only on SSE and WebSocket/,
+        token,
+      );
+    }
   });
 
   it('returns null without a token', async () => {
@@ -313,7 +332,10 @@ describe('fromRequest', () => {
       /signature/,
       bad,
     );
-    await expectRefused(auth.fromRequest({ headers: {}, url: '/x?token=nope' }), /malformed/);
+    await expectRefused(
+      auth.fromRequest({ headers: {}, url: '/x?token=nope', stream: true }),
+      /malformed/,
+    );
     await expectRefused(auth.fromRequest({ headers: { authorization: 'Bearer' } }), /malformed/);
     await expectRefused(
       auth.fromRequest({ headers: { authorization: [`Bearer ${token}`, `Bearer ${token}`] } }),

@@ -8,7 +8,9 @@ describe('config', () => {
   it('has a documented default for everything optional and runs with an empty environment', () => {
     const config = loadConfig({});
     expect(config.PORT).toBe(4000);
-    expect(config.HOST).toBe('0.0.0.0');
+    // No key: loopback only, where a development key may be generated.
+    expect(config.HOST).toBe('127.0.0.1');
+    expect(loadConfig({ AUTH_TOKEN_KEY: 'k'.repeat(32) }).HOST).toBe('0.0.0.0');
     expect(config.DATABASE_URL).toBeUndefined();
     expect(config.REDIS_URL).toBeUndefined();
     expect(config.DATA_DIR).toBe('./.data');

@@ -10,6 +10,7 @@ import {
 } from 'jose';
 import { type AppError, isAppError, unauthenticated } from '../errors.ts';
 import type { Logger } from '../logger.ts';
+import { isLoopback } from './loopback.ts';
 import type { Viewer } from './viewer.ts';
 
 /** Options for {@link createAuthenticator}. */
@@ -18,8 +19,22 @@ export interface AuthenticatorOptions {
   tokenKey?: string | undefined;
   /** URL of a JSON Web Key Set (AUTH_JWKS_URL); tokens must then use an asymmetric algorithm. */
   jwksUrl?: string | undefined;
+  /**
+   * The address the server listens on (HOST). Without `tokenKey` and `jwksUrl` a random key is
+   * generated only when this is loopback (or unset, for tools and tests that do not listen) and
+   * `production` is false; otherwise creation throws an Error naming AUTH_TOKEN_KEY.
+   */
+  listenHost?: string | undefined;
+  /** NODE_ENV=production: never generate a key. */
+  production?: boolean | undefined;
   /** When set, every request without a token is this user. Development only. */
   fakeUser?: string | undefined;
+  /**
+   * Uses up a single-use ws token (createWsToken) and returns its viewer, or throws. When set, a
+   * `?token=` on a WebSocket URL that is not a JWT is taken as a ws token by
+   * `fromConnectionParams` (the /graphql socket), as it is on chatter's socket.
+   */
+  consumeWsToken?: ((token: string) => Promise<Viewer>) | undefined;
   /** When set, tokens must carry this `iss`; `sign` sets it. */
   issuer?: string | undefined;
   /** When set, tokens must carry this `aud`; `sign` sets it. */
@@ -44,6 +59,12 @@ export interface RequestInput {
   headers: Headers | Record<string, string | string[] | undefined>;
   /** Absolute URL or a path like `/graphql?token=...` (as in `IncomingMessage.url`). */
   url?: string | URL | undefined;
+  /**
+   * The URL is a stream's (an SSE or JSON-lines stream, a WebSocket upgrade): `?token=` is read.
+   * Requests with `Accept: text/event-stream` or `Upgrade: websocket` count as streams too. On
+   * any other request a `?token=` is refused (tokens in URLs end up in logs and histories).
+   */
+  stream?: boolean | undefined;
 }
 
 /** Verifies tokens and turns requests and graphql-ws connection params into a {@link Viewer}. */
@@ -66,14 +87,16 @@ export interface Authenticator {
   verify(token: string): Promise<Viewer>;
   /**
    * Viewer of an HTTP request. The token is taken from `Authorization: Bearer <t>`, then
-   * `Authentication: bearer <t>` (OpenSlides 4), then `?token=` on the URL. No token: the
-   * fake user if configured, else `null` (anonymous). A token that fails: throws.
+   * `Authentication: bearer <t>` (OpenSlides 4), then `?token=` on the URL of a stream or
+   * WebSocket (see `RequestInput.stream`; elsewhere `?token=` is refused). No token: the fake
+   * user if configured, else `null` (anonymous). A token that fails: throws.
    */
   fromRequest(input: RequestInput): Promise<Viewer | null>;
   /**
    * Viewer of a graphql-ws `connection_init` payload: `authorization` / `Authorization`
    * ("Bearer <t>" or the bare token), `token`, or `headers.authorization`; falls back to
-   * `?token=` on the upgrade URL. Same null / fake user / throw rules as `fromRequest`.
+   * `?token=` on the upgrade URL: a JWT, or a single-use ws token (see `consumeWsToken`), used
+   * up here. Same null / fake user / throw rules as `fromRequest`.
    */
   fromConnectionParams(params: unknown, url?: string | URL): Promise<Viewer | null>;
   /**
@@ -133,7 +156,17 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     resolver = createRemoteJWKSet(url);
     algorithms = JWKS_ALGORITHMS;
   } else {
-    if (options.tokenKey === undefined) generatedTokenKey = randomBytes(32).toString('base64url');
+    if (options.tokenKey === undefined) {
+      if (options.production === true) {
+        throw new Error('AUTH_TOKEN_KEY (or AUTH_JWKS_URL) is required with NODE_ENV=production');
+      }
+      if (options.listenHost !== undefined && !isLoopback(options.listenHost)) {
+        throw new Error(
+          `AUTH_TOKEN_KEY (or AUTH_JWKS_URL) is required to listen on ${options.listenHost}: a development key is generated only on loopback`,
+        );
+      }
+      generatedTokenKey = randomBytes(32).toString('base64url');
+    }
     const keyText = options.tokenKey ?? (generatedTokenKey as string);
     secret = new TextEncoder().encode(keyText);
     if (secret.byteLength < 32) {
@@ -191,7 +224,20 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     verify,
     // async so that extraction errors reject the promise instead of throwing synchronously.
     fromRequest: async (input) => resolve(tokenFromRequest(input)),
-    fromConnectionParams: async (params, url) => resolve(tokenFromConnectionParams(params, url)),
+    async fromConnectionParams(params, url) {
+      const fromParams = tokenFromConnectionParams(params);
+      if (fromParams !== undefined) return verify(fromParams);
+      const query = queryToken(url);
+      if (query !== undefined && !isJwtShaped(query) && options.consumeWsToken) {
+        try {
+          return await options.consumeWsToken(query);
+        } catch (error) {
+          logger.debug({ reason: (error as Error).message }, 'ws token refused');
+          throw unauthenticated('invalid, used or expired ws token');
+        }
+      }
+      return resolve(query);
+    },
     async sign(claims) {
       if (secret === null) {
         throw new Error(
@@ -238,9 +284,21 @@ function viewerFromPayload(payload: JWTPayload): Viewer {
     if (osUserId > 0) userId = String(osUserId);
   }
   if (userId === undefined) throw unauthenticated('token has no subject');
+  // A user id must be storable and comparable: no U+0000, no lone surrogate.
+  if (userId.includes('\u0000') || /\p{Cs}/u.test(userId)) {
+    throw unauthenticated('invalid subject');
+  }
+  // jose checks that exp is a number; 1e999 parses as Infinity, a token that never expires.
+  if (typeof claims.exp !== 'number' || !Number.isFinite(claims.exp)) {
+    throw unauthenticated('token has no valid expiry');
+  }
 
   const group = claims.group;
-  if (group !== undefined && group !== null && typeof group !== 'string') {
+  if (
+    group !== undefined &&
+    group !== null &&
+    (typeof group !== 'string' || group.includes('\u0000') || /\p{Cs}/u.test(group))
+  ) {
     throw unauthenticated('invalid group claim');
   }
 
@@ -256,8 +314,7 @@ function viewerFromPayload(payload: JWTPayload): Viewer {
     userId,
     group: typeof group === 'string' ? group : null,
     isService: scopes.includes('service'),
-    // requiredClaims guarantees exp is present and numeric once jwtVerify succeeded.
-    expiresAt: typeof claims.exp === 'number' ? claims.exp * 1000 : null,
+    expiresAt: claims.exp * 1000,
   };
 }
 
@@ -338,12 +395,27 @@ function queryToken(url: string | URL | undefined): string | undefined {
   return token === null || token === '' ? undefined : token;
 }
 
+/** Whether `?token=` may identify this request: an SSE stream or a WebSocket upgrade. */
+function isStream(input: RequestInput): boolean {
+  if (input.stream === true) return true;
+  const upgrade = headerValue(input.headers, 'upgrade');
+  if (upgrade !== undefined && upgrade.toLowerCase() === 'websocket') return true;
+  const accept = headerValue(input.headers, 'accept');
+  return accept?.toLowerCase().includes('text/event-stream') === true;
+}
+
 function tokenFromRequest(input: RequestInput): string | undefined {
-  return (
+  const header =
     bearerToken(headerValue(input.headers, 'authorization'), 'Authorization') ??
-    bearerToken(headerValue(input.headers, 'authentication'), 'Authentication') ??
-    queryToken(input.url)
-  );
+    bearerToken(headerValue(input.headers, 'authentication'), 'Authentication');
+  if (header !== undefined) return header;
+  const query = queryToken(input.url);
+  if (query !== undefined && !isStream(input)) {
+    throw unauthenticated(
+      '?token= is accepted only on SSE and WebSocket URLs; send Authorization: Bearer <token>',
+    );
+  }
+  return query;
 }
 
 /** A connection param value: "Bearer <t>" or a bare token. */
@@ -366,7 +438,11 @@ interface ConnectionParams {
   headers?: unknown;
 }
 
-function tokenFromConnectionParams(params: unknown, url?: string | URL): string | undefined {
+/** A compact JWS has three dot-separated parts; a ws token has none. */
+const isJwtShaped = (token: string) => token.split('.').length === 3;
+
+/** The token of a connection_init payload, if it carries one. */
+function tokenFromConnectionParams(params: unknown): string | undefined {
   if (params !== null && typeof params === 'object' && !Array.isArray(params)) {
     const p: ConnectionParams = params;
     // Some clients (Apollo style) nest the header: { headers: { Authorization } }.
@@ -381,5 +457,5 @@ function tokenFromConnectionParams(params: unknown, url?: string | URL): string 
       paramToken(nested.authorization ?? nested.Authorization, 'authorization');
     if (token !== undefined) return token;
   }
-  return queryToken(url);
+  return undefined;
 }

@@ -5,4 +5,5 @@ export {
   type RequestInput,
   type SignClaims,
 } from './authenticator.ts';
+export { isLoopback } from './loopback.ts';
 export type { Viewer } from './viewer.ts';

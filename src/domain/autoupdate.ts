@@ -1,6 +1,7 @@
 import type { Viewer } from '../auth/index.ts';
 import { type Database, Prisma } from '../db/index.ts';
-import { badInput, unauthenticated } from '../errors.ts';
+import { badInput, unauthenticated, unavailable } from '../errors.ts';
+import type { Logger } from '../logger.ts';
 import { Subscription } from '../pubsub/index.ts';
 import {
   type ChangeLog,
@@ -11,6 +12,7 @@ import {
   toChangeRow,
 } from './change-log.ts';
 import type { Binding } from './connections.ts';
+import type { ReadGate } from './read-gate.ts';
 
 /** An event as a recipient sees it. */
 export interface AutoupdateEvent {
@@ -56,13 +58,31 @@ export interface AutoupdateOptions {
   changeLog: ChangeLog;
   /** Batches buffered per subscriber before it is closed as a slow consumer. */
   subscriptionBuffer: number;
+  logger: Logger;
+  /**
+   * Queue of the first reads (AUTOUPDATE_SETUP_CONCURRENCY, AUTOUPDATE_SETUP_TIMEOUT_MS), so a
+   * reconnect storm waits its turn instead of exhausting the database pool. Default: none.
+   */
+  setupGate?: ReadGate;
 }
+
+/** Prisma's "could not get a connection / start a transaction in time": the pool is saturated. */
+const isPoolTimeout = (error: unknown) =>
+  error instanceof Prisma.PrismaClientKnownRequestError &&
+  (error.code === 'P2028' || error.code === 'P2024');
 
 type Content = Pick<AutoupdateBatch, 'changed' | 'deleted'>;
 
-/** Appends `value` to `record[key]`, creating the list. */
+/**
+ * An empty record without a prototype: collection names such as `constructor`, `__proto__` or
+ * `toString` are ordinary keys (they are valid collections and must not resolve to, or set,
+ * members of Object.prototype).
+ */
+export const emptyRecord = <T>(): Record<string, T> => Object.create(null) as Record<string, T>;
+
+/** Appends `value` to `record[key]`, creating the list; `record` has no prototype. */
 function add<T>(record: Record<string, T[]>, key: string, value: T): void {
-  const list = record[key];
+  const list = Object.hasOwn(record, key) ? record[key] : undefined;
   if (list) list.push(value);
   else record[key] = [value];
 }
@@ -76,8 +96,8 @@ const canSee = (visibleTo: string[] | null, viewer: Viewer) =>
  * to viewers who could see the element before, so hidden ids do not leak.
  */
 function contentFor(lastRows: Iterable<DataRow>, viewer: Viewer): Content {
-  const changed: Record<string, unknown[]> = {};
-  const deleted: Record<string, (string | number)[]> = {};
+  const changed = emptyRecord<unknown[]>();
+  const deleted = emptyRecord<(string | number)[]>();
   for (const row of lastRows) {
     if (row.value !== null && canSee(row.visibleTo, viewer)) {
       add(changed, row.collection, row.value);
@@ -231,16 +251,16 @@ export function createAutoupdate(options: AutoupdateOptions) {
         // Older than the oldest kept change (pruned), or from a log we never wrote: snapshot.
         const allData = changeId === 0 || changeId > max || changeId < min - 1;
         const after = allData ? 0 : changeId;
-        let content: Content = { changed: {}, deleted: {} };
+        let content: Content = { changed: emptyRecord(), deleted: emptyRecord() };
         if (wantData && allData) {
           const rows = await tx.$queryRaw<
             { key: string; collection: string; value: unknown; visibleTo: unknown }[]
           >`SELECT key, collection, value, visible_to AS "visibleTo" FROM autoupdate_data
             WHERE ${viewer.isService}::boolean OR visible_to IS NULL OR jsonb_exists(visible_to, ${viewer.userId})
             ORDER BY key`;
-          const changed: Record<string, unknown[]> = {};
+          const changed = emptyRecord<unknown[]>();
           for (const row of rows) add(changed, row.collection, row.value);
-          content = { changed, deleted: {} };
+          content = { changed, deleted: emptyRecord() };
         } else if (wantData) {
           const raw = await tx.$queryRaw<Parameters<typeof toChangeRow>[0][]>`
             SELECT * FROM (
@@ -280,8 +300,10 @@ export function createAutoupdate(options: AutoupdateOptions) {
     /**
      * Opens an autoupdate stream for the viewer (see the module comment). Throws
      * UNAUTHENTICATED for anonymous callers and BAD_USER_INPUT for a negative or non-integer
-     * changeId or a non-finite since. Ends with the connection; a subscriber that falls
-     * `subscriptionBuffer` batches behind is closed as a slow consumer.
+     * changeId or a non-finite since, UNAVAILABLE (retryAfterMs) when its first read could not
+     * get a database connection in time (it waits its turn in `setupGate` first). Ends with the
+     * connection; a subscriber that falls `subscriptionBuffer` batches behind is closed as a
+     * slow consumer.
      */
     async subscribe(
       viewer: Viewer | null,
@@ -311,7 +333,7 @@ export function createAutoupdate(options: AutoupdateOptions) {
 
       const deliver = (batch: FeedBatch) => {
         if (batch.toChangeId <= cursor) return;
-        let content: Content = { changed: {}, deleted: {} };
+        let content: Content = { changed: emptyRecord(), deleted: emptyRecord() };
         let eventRows: readonly EventRow[] = [];
         if (batch.fromChangeId >= cursor) {
           if (wantData) content = sharedContent(batch, viewer);
@@ -341,25 +363,48 @@ export function createAutoupdate(options: AutoupdateOptions) {
         sentTo = batch.toChangeId;
       };
 
+      /**
+       * A batch that cannot be delivered is never skipped: the next one would claim continuity
+       * over the gap. The connection is closed instead (as a consumer that lost events), and
+       * the client resumes from the last toChangeId it received.
+       */
+      const deliverOrClose = (batch: FeedBatch) => {
+        try {
+          deliver(batch);
+        } catch (error) {
+          options.logger.error({ err: error }, 'autoupdate batch failed; closing the connection');
+          subscription.end();
+          connection.overflow();
+        }
+      };
+
       // Live first, then the replay: a change committed in between is in one or both.
       subscription.onEnd(
         follow(viewer.userId, wantData, wantEvents, (batch) => {
           if (pending) pending.push(batch);
-          else deliver(batch);
+          else deliverOrClose(batch);
         }),
       );
       try {
-        const first = await initialBatch(viewer, changeId, since, wantData, wantEvents);
+        const read = () => initialBatch(viewer, changeId, since, wantData, wantEvents);
+        const first = options.setupGate
+          ? await options.setupGate.run(async () => (subscription.done ? null : read()))
+          : await read();
+        if (first === null) return subscription;
         cursor = first.toChangeId;
         sentTo = first.toChangeId;
         subscription.push(first);
       } catch (error) {
         subscription.end();
+        if (isPoolTimeout(error)) {
+          options.logger.warn({ err: error }, 'autoupdate: database pool saturated');
+          throw unavailable('The database is busy; try again shortly', 1_000);
+        }
         throw error;
       }
       const queued = pending;
       pending = null;
-      for (const batch of queued) deliver(batch);
+      for (const batch of queued) deliverOrClose(batch);
       return subscription;
     },
   };

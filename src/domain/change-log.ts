@@ -3,6 +3,7 @@ import type { Database } from '../db/index.ts';
 import { badInput, forbidden, unauthenticated } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { type ChangeRange, type PubSub, topic } from '../pubsub/index.ts';
+import { checkJsonInput, stringProblem } from './json-input.ts';
 import type { LimitReporter } from './limits.ts';
 
 /** One keyed data write: `collection:id` -> JSON; `value` null deletes the element. */
@@ -71,7 +72,9 @@ export interface ChangeLogOptions {
   maxBatch: number;
   /** Largest serialized value or payload of one item (AUTOUPDATE_MAX_ITEM_BYTES). Default: none. */
   maxItemBytes?: number;
-  /** Told when maxItemBytes refuses a call. */
+  /** Deepest nesting of a value or payload (JSON_MAX_DEPTH). Default 64. */
+  maxJsonDepth?: number;
+  /** Told when maxItemBytes or maxJsonDepth refuses a call. */
   onLimit?: LimitReporter;
   retention: Retention;
   /** Interval of the per-instance prune timer. */
@@ -87,6 +90,7 @@ const KEY_PATTERN = /^([A-Za-z0-9_./-]+):([A-Za-z0-9_.-]+)$/;
 const MAX_KEY_LENGTH = 255;
 const MAX_ACCESS_ID_LENGTH = 255;
 const MAX_VISIBLE_TO = 10_000;
+const DEFAULT_JSON_DEPTH = 64;
 
 /** `collection` and `id` of a key, or null when the key is malformed. */
 export function parseKey(key: string): { collection: string; id: string | number } | null {
@@ -109,7 +113,12 @@ function checkBatch(length: number, maxBatch: number, what: string): void {
 }
 
 /** Validates every change before anything is written; the first bad item rejects the call. */
-export function validateChanges(changes: readonly DataChange[], maxBatch: number): void {
+export function validateChanges(
+  changes: readonly DataChange[],
+  maxBatch: number,
+  maxJsonDepth = DEFAULT_JSON_DEPTH,
+  onLimit?: LimitReporter,
+): void {
   checkBatch(changes.length, maxBatch, 'writeData');
   changes.forEach((change, i) => {
     const where = `changes[${i}]`;
@@ -119,6 +128,7 @@ export function validateChanges(changes: readonly DataChange[], maxBatch: number
       );
     }
     if (change.value !== null && change.value !== undefined) {
+      checkJsonInput(change.value, `${where}.value`, maxJsonDepth, onLimit);
       try {
         if (JSON.stringify(change.value) === undefined) throw new Error('not JSON');
       } catch {
@@ -134,13 +144,20 @@ export function validateChanges(changes: readonly DataChange[], maxBatch: number
         if (typeof userId !== 'string' || userId === '') {
           throw badInput(`${where}.visibleTo holds an empty or non-string user id`);
         }
+        const problem = stringProblem(userId);
+        if (problem) throw badInput(`${where}.visibleTo: user ids ${problem}`);
       }
     }
   });
 }
 
 /** Validates every event before anything is written; the first bad item rejects the call. */
-export function validateEvents(events: readonly PushedEvent[], maxBatch: number): void {
+export function validateEvents(
+  events: readonly PushedEvent[],
+  maxBatch: number,
+  maxJsonDepth = DEFAULT_JSON_DEPTH,
+  onLimit?: LimitReporter,
+): void {
   checkBatch(events.length, maxBatch, 'pushEvents');
   events.forEach((event, i) => {
     const where = `events[${i}]`;
@@ -151,12 +168,15 @@ export function validateEvents(events: readonly PushedEvent[], maxBatch: number)
     ) {
       throw badInput(`${where}.accessId must be a non-empty string`);
     }
+    const problem = stringProblem(event.accessId);
+    if (problem) throw badInput(`${where}.accessId ${problem}`);
     if (typeof event.createdAt !== 'number' || !Number.isFinite(event.createdAt)) {
       throw badInput(`${where}.createdAt must be a finite number`);
     }
     if (event.payload === null || event.payload === undefined) {
       throw badInput(`${where}.payload is required`);
     }
+    checkJsonInput(event.payload, `${where}.payload`, maxJsonDepth, onLimit);
   });
 }
 
@@ -450,7 +470,7 @@ export function createChangeLog(options: ChangeLogOptions) {
     /** Validates and writes keyed data (service callers); returns the last change id. */
     async writeData(viewer: Viewer | null, changes: readonly DataChange[]): Promise<ChangeRange> {
       requireService(viewer, 'writeData');
-      validateChanges(changes, maxBatch);
+      validateChanges(changes, maxBatch, options.maxJsonDepth, options.onLimit);
       checkItemBytes(changes, (c) => c.value, 'changes', 'value');
       return append(changes.map((data) => ({ data })));
     },
@@ -458,7 +478,7 @@ export function createChangeLog(options: ChangeLogOptions) {
     /** Validates and stores events (service callers); returns their change id range. */
     async pushEvents(viewer: Viewer | null, events: readonly PushedEvent[]): Promise<ChangeRange> {
       requireService(viewer, 'pushEvents');
-      validateEvents(events, maxBatch);
+      validateEvents(events, maxBatch, options.maxJsonDepth, options.onLimit);
       checkItemBytes(events, (e) => e.payload, 'events', 'payload');
       return append(events.map((event) => ({ event })));
     },

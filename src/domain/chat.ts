@@ -1,10 +1,11 @@
 import type { Viewer } from '../auth/index.ts';
 import type { Database } from '../db/index.ts';
-import { badInput, forbidden, notFound, unauthenticated } from '../errors.ts';
+import { badInput, notFound, unauthenticated } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import {
   type ChatMessageEvent,
   type Membership,
+  type PresencePingEvent,
   type PubSub,
   Subscription,
   topic,
@@ -47,7 +48,15 @@ export interface ChatOptions {
   rateLimit?: RateLimit;
   /** Told when CHAT_MAX_LENGTH refuses a text. */
   onLimit?: LimitReporter;
+  /**
+   * The user's own last presence ping (INVISIBLE included), or null. A user whose last ping is
+   * INVISIBLE is not active in `connections` and ConnectionState. Default: nobody is invisible.
+   */
+  ownPing?: (userId: string) => Promise<Pick<PresencePingEvent, 'status' | 'time'> | null>;
 }
+
+/** The answer for a recipient or peer that is unknown or in another group: the same for both. */
+const unknownUser = (userId: string) => notFound(`Unknown user ${JSON.stringify(userId)}`);
 
 /** Default and largest page of `messages`. */
 export const DEFAULT_PAGE = 50;
@@ -126,12 +135,9 @@ export function createChat(options: ChatOptions) {
     }
     await users.ensure(viewer);
     const found = await users.find([viewer.userId, to]);
-    const recipient = found.get(to);
-    if (!recipient) throw notFound(`Unknown user ${JSON.stringify(to)}`);
+    // A user of another group is answered as an unknown one: no way to probe other groups.
     const group = found.get(viewer.userId)?.group ?? null;
-    if (group === null || recipient.group !== group) {
-      throw forbidden('The recipient is not in your chat group');
-    }
+    if (group === null || found.get(to)?.group !== group) throw unknownUser(to);
     const row = await prisma.chatMessage.create({
       data: {
         fromId: viewer.userId,
@@ -157,7 +163,8 @@ export function createChat(options: ChatOptions) {
   /**
    * The conversation of the viewer with `peerId`, ordered by id ascending: the `limit` (default
    * 50, at most 200) messages just before `before` (or the latest). Page back by passing the
-   * first id of a page as the next `before`. NOT_FOUND when the peer is unknown.
+   * first id of a page as the next `before`. NOT_FOUND when the peer is unknown or not in the
+   * viewer's chat group (the same answer, so other groups cannot be probed).
    */
   async function history(
     viewerOrNull: Viewer | null,
@@ -172,8 +179,12 @@ export function createChat(options: ChatOptions) {
       if (!/^\d{1,18}$/.test(page.before)) throw badInput('before must be a message id');
       before = BigInt(page.before);
     }
-    if (peerId !== viewer.userId && !(await users.find([peerId])).has(peerId)) {
-      throw notFound(`Unknown user ${JSON.stringify(peerId)}`);
+    if (peerId !== viewer.userId) {
+      await users.ensure(viewer);
+      const found = await users.find([viewer.userId, peerId]);
+      // As in send: a user of another group is answered as an unknown one.
+      const group = found.get(viewer.userId)?.group ?? null;
+      if (group === null || found.get(peerId)?.group !== group) throw unknownUser(peerId);
     }
     const rows = await prisma.chatMessage.findMany({
       where: {
@@ -285,15 +296,60 @@ export function createChat(options: ChatOptions) {
 
   /**
    * Presence tracking for the connection registry: while a connection of a user with a group
-   * is open, the user is a member of its group's presence set (reference-counted, so only the
-   * first open and the last close anywhere announce a change). Service callers are not users.
+   * is open and the user's last presence ping is not INVISIBLE, the user is a member of its
+   * group's presence set (reference-counted, so only the first open and the last close
+   * anywhere announce a change). An INVISIBLE ping leaves the set (others see active=false), a
+   * visible ping joins it again. Service callers are not users.
    */
   async function track(connection: Binding): Promise<(() => void) | null> {
     const viewer = connection.viewer;
     if (!viewer || viewer.isService) return null;
     const { group } = await users.self(viewer);
     if (group === null || connection.closed) return null;
-    return membership.join(presenceSet(group), viewer.userId);
+    const set = presenceSet(group);
+    let release: (() => void) | null = null;
+    let ended = false;
+    /** Time of the newest ping applied: an older one (late, or the cache) changes nothing. */
+    let newest = Number.NEGATIVE_INFINITY;
+    const show = (visible: boolean) => {
+      if (ended) return;
+      if (visible && !release) release = membership.join(set, viewer.userId);
+      else if (!visible && release) {
+        release();
+        release = null;
+      }
+    };
+    const apply = (ping: Pick<PresencePingEvent, 'status' | 'time'>) => {
+      if (ping.time <= newest) return;
+      newest = ping.time;
+      show(ping.status !== 'INVISIBLE');
+    };
+    // Listen before reading the last ping, so a ping in between is not missed.
+    const pings = pubsub.subscribe(topic('presence', viewer.userId), {
+      capacity: 1,
+      owner: connection,
+    });
+    pings.drain({ take: apply });
+    const stop = () => {
+      ended = true;
+      pings.end();
+      release?.();
+      release = null;
+    };
+    try {
+      const last = options.ownPing ? await options.ownPing(viewer.userId) : null;
+      if (last) apply(last);
+      else if (newest === Number.NEGATIVE_INFINITY) show(true);
+    } catch (error) {
+      // Presence unknown: count the user as connected rather than hide a real connection.
+      logger.warn({ err: error }, 'chat presence: reading the last ping failed');
+      if (newest === Number.NEGATIVE_INFINITY) show(true);
+    }
+    if (connection.closed) {
+      stop();
+      return null;
+    }
+    return stop;
   }
 
   return { send, history, connections, subscribe, track };

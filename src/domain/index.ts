@@ -24,6 +24,7 @@ import { createMeetings, type Meetings } from './meetings.ts';
 import { createNotify, type Notify } from './notify.ts';
 import { createPresence, type Presence } from './presence.ts';
 import { createProjector, type Projector } from './projector.ts';
+import { createReadGate } from './read-gate.ts';
 import { createSessions, type Sessions } from './sessions.ts';
 import { createUsers, type Users } from './users.ts';
 import { createWsTokens, type WsTokens } from './ws-tokens.ts';
@@ -116,6 +117,7 @@ export function createServices({
     logger,
     maxBatch: config.AUTOUPDATE_MAX_BATCH,
     maxItemBytes: config.AUTOUPDATE_MAX_ITEM_BYTES,
+    maxJsonDepth: config.JSON_MAX_DEPTH,
     onLimit: limits.report,
     retention: config.AUTOUPDATE_RETENTION,
     pruneIntervalMs: config.AUTOUPDATE_PRUNE_INTERVAL_MS,
@@ -132,6 +134,8 @@ export function createServices({
     subscriptionBuffer: config.SUBSCRIPTION_BUFFER,
     rateLimit: limits.rate('sendChatMessage'),
     onLimit: limits.report,
+    // Presence is created below; chat asks only once connections are tracked.
+    ownPing: (userId) => presence.ownPing(userId),
   });
   const wsTokens = createWsTokens({
     db,
@@ -196,6 +200,9 @@ export function createServices({
       membership,
       subscriptionBuffer: config.SUBSCRIPTION_BUFFER,
       messageMaxBytes: config.MESSAGE_MAX_BYTES,
+      maxTargets: config.NOTIFY_MAX_TARGETS,
+      maxNameLength: config.NOTIFY_MAX_NAME_LENGTH,
+      maxJsonDepth: config.JSON_MAX_DEPTH,
       rateLimit: limits.rate('publish'),
       onLimit: limits.report,
     }),
@@ -210,6 +217,16 @@ export function createServices({
       db,
       changeLog,
       subscriptionBuffer: config.SUBSCRIPTION_BUFFER,
+      logger,
+      setupGate: createReadGate({
+        // Leave at least one pool connection for writers and everything else.
+        concurrency: Math.max(
+          1,
+          Math.min(config.AUTOUPDATE_SETUP_CONCURRENCY, config.DATABASE_POOL_SIZE - 1),
+        ),
+        maxWaitMs: config.AUTOUPDATE_SETUP_TIMEOUT_MS,
+        onTimeout: () => limits.report('autoupdateSetupWait'),
+      }),
     }),
     projector,
     sessions: createSessions({

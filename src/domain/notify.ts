@@ -9,6 +9,7 @@ import {
   topic,
 } from '../pubsub/index.ts';
 import type { Binding } from './connections.ts';
+import { checkJsonInput, stringProblem } from './json-input.ts';
 import type { LimitReporter, RateLimit } from './limits.ts';
 import { type Meetings, meetingPresenceSet } from './meetings.ts';
 
@@ -44,9 +45,15 @@ export interface NotifyOptions {
   subscriptionBuffer: number;
   /** Largest serialized `message` accepted. */
   messageMaxBytes: number;
+  /** Most entries in each of `toUsers` and `toChannels` (NOTIFY_MAX_TARGETS). Default: none. */
+  maxTargets?: number;
+  /** Longest `name`, in characters (NOTIFY_MAX_NAME_LENGTH). Default: none. */
+  maxNameLength?: number;
+  /** Deepest nesting of `message` (JSON_MAX_DEPTH). Default 64. */
+  maxJsonDepth?: number;
   /** The per-user rate of `publish` (RATE_LIMIT_PUBLISH). */
   rateLimit?: RateLimit;
-  /** Told when MESSAGE_MAX_BYTES refuses a message. */
+  /** Told when MESSAGE_MAX_BYTES, NOTIFY_MAX_TARGETS, NOTIFY_MAX_NAME_LENGTH or JSON_MAX_DEPTH refuses a message. */
   onLimit?: LimitReporter;
 }
 
@@ -65,6 +72,30 @@ export interface PublishRules {
    * is refused. With false it is an ordinary name.
    */
   reserveNames?: boolean;
+}
+
+/** The distinct entries of a target list; BAD_USER_INPUT past `max` or for a bad entry. */
+function targetList(
+  list: readonly string[] | null | undefined,
+  field: string,
+  max: number,
+  report: (limit: string, count: number) => void,
+): string[] {
+  if (!list) return [];
+  if (list.length > max) {
+    report('notifyTargets', list.length);
+    throw badInput(`${field} takes at most ${max} entries, got ${list.length}`);
+  }
+  const distinct = new Set<string>();
+  for (const entry of list) {
+    if (typeof entry !== 'string' || entry === '') {
+      throw badInput(`${field} holds an empty or non-string entry`);
+    }
+    const problem = stringProblem(entry);
+    if (problem) throw badInput(`${field}: entries ${problem}`);
+    distinct.add(entry);
+  }
+  return [...distinct];
 }
 
 /** Names reserved for the server's own messages. */
@@ -208,11 +239,24 @@ export function createNotify(options: NotifyOptions) {
       const owner = channelOwner(input.channelId);
       if (owner === null) throw badInput(`Invalid channel id: ${JSON.stringify(input.channelId)}`);
       if (owner !== viewer.userId) throw badInput('The channel id does not belong to the sender');
-      if (input.name.trim() === '') throw badInput('The name must not be empty');
-      if (reserveNames && RESERVED_NAMES.has(input.name))
+      if (typeof input.name !== 'string' || input.name.trim() === '') {
+        throw badInput('The name must not be empty');
+      }
+      const maxName = options.maxNameLength ?? Number.POSITIVE_INFINITY;
+      if (input.name.length > maxName) {
+        options.onLimit?.('notifyNameLength', { user: viewer.userId, length: input.name.length });
+        throw badInput(`The name is ${input.name.length} characters; the limit is ${maxName}`);
+      }
+      const nameProblem = stringProblem(input.name);
+      if (nameProblem) throw badInput(`The name ${nameProblem}`);
+      if (reserveNames && RESERVED_NAMES.has(input.name)) {
         throw badInput(`The name "${input.name}" is reserved`);
-      const toUsers = [...(input.toUsers ?? [])];
-      const toChannels = [...(input.toChannels ?? [])];
+      }
+      const maxTargets = options.maxTargets ?? Number.POSITIVE_INFINITY;
+      const report = (limit: string, count: number) =>
+        options.onLimit?.(limit, { user: viewer.userId, count });
+      const toUsers = targetList(input.toUsers, 'toUsers', maxTargets, report);
+      const toChannels = targetList(input.toChannels, 'toChannels', maxTargets, report);
       const toMeeting = input.toMeeting ?? null;
       const toAll = input.toAll === true;
       const untargeted =
@@ -221,6 +265,9 @@ export function createNotify(options: NotifyOptions) {
         throw badInput('At least one target is required (toAll, toMeeting, toUsers or toChannels)');
       }
       const message = input.message ?? null;
+      checkJsonInput(message, 'The message', options.maxJsonDepth ?? 64, (limit, fields) =>
+        options.onLimit?.(limit, { user: viewer.userId, ...fields }),
+      );
       const size = Buffer.byteLength(JSON.stringify(message));
       if (size > options.messageMaxBytes) {
         options.onLimit?.('messageBytes', { user: viewer.userId, size });

@@ -444,6 +444,11 @@ export function createPresence(options: PresenceOptions) {
       return out;
     },
 
+    /** The user's own last ping (INVISIBLE included), for server-side use only; null: none. */
+    async ownPing(userId: string): Promise<PresencePingEvent | null> {
+      return (await load(userId)).own;
+    },
+
     /** Writes the pings not yet in Postgres now (the next flush would write them anyway). */
     flush,
 

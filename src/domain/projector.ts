@@ -3,6 +3,7 @@ import { type Database, Prisma } from '../db/index.ts';
 import { badInput, unauthenticated } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { Subscription } from '../pubsub/index.ts';
+import { emptyRecord } from './autoupdate.ts';
 import { asVisibleTo, type ChangeLog, type FeedBatch } from './change-log.ts';
 import type { Binding } from './connections.ts';
 
@@ -170,7 +171,7 @@ export function createProjector(options: ProjectorOptions) {
   /** Pushes to each watcher the projectors among `ids` whose bytes changed for it. */
   function deliver(ids: readonly string[], changeId: number, watchers: Iterable<Watcher>): void {
     for (const watcher of watchers) {
-      const data: Record<string, unknown[]> = {};
+      const data = emptyRecord<unknown[]>();
       let any = false;
       for (const id of ids) {
         const render = watched.get(id)?.render;
@@ -284,7 +285,7 @@ export function createProjector(options: ProjectorOptions) {
           changeId = row?.max ?? 0;
         }
         // The first update always comes, even when none of the projectors exists.
-        const data: Record<string, unknown[]> = {};
+        const data = emptyRecord<unknown[]>();
         for (const id of ids) {
           const render = watched.get(id)?.render;
           const bytes = render ? bytesFor(render, viewer) : null;

@@ -78,7 +78,7 @@ const optionalString = (value: unknown) =>
 export function createChatterRoute(deps: LegacyDeps): LegacyRoute {
   const { config, services, auth, logger, core } = deps;
 
-  /** The caller of a JWT-protected endpoint: `Authorization: Bearer <jwt>`, a bare JWT, `?token=`. */
+  /** The caller of a JWT-protected endpoint: `Authorization: Bearer <jwt>` or a bare JWT. */
   async function viewerOf(req: IncomingMessage): Promise<Viewer | null> {
     const header = req.headers.authorization?.trim();
     if (header && !/^bearer\s/i.test(header)) return auth.verify(header);

@@ -108,7 +108,7 @@ export function createHeartbeatRoute(deps: LegacyDeps): LegacyRoute {
   async function subscribe(req: IncomingMessage, res: ServerResponse, userId: string) {
     let viewer: Viewer | null;
     try {
-      viewer = await viewerOf(auth, req);
+      viewer = await viewerOf(auth, req, { stream: true });
     } catch {
       return writeText(res, 401, 'Unauthorized');
     }

@@ -15,17 +15,24 @@ import type { LegacyDeps } from './index.ts';
 export const requestUrl = (req: IncomingMessage): URL =>
   new URL(req.url ?? '/', 'http://localhost');
 
-/** The viewer of a token in the Authorization header or `?token=`; null without one. */
-export const viewerOf = (auth: Authenticator, req: IncomingMessage): Promise<Viewer | null> =>
-  auth.fromRequest({ headers: req.headers, url: req.url });
+/**
+ * The viewer of a token in the Authorization header, or in `?token=` on a stream (`stream`:
+ * the route is a JSON-lines or SSE stream); null without one.
+ */
+export const viewerOf = (
+  auth: Authenticator,
+  req: IncomingMessage,
+  { stream = false }: { stream?: boolean } = {},
+): Promise<Viewer | null> => auth.fromRequest({ headers: req.headers, url: req.url, stream });
 
 /** The viewer of the request; UNAUTHENTICATED with `message` without a token. */
 export async function requireViewer(
   auth: Authenticator,
   req: IncomingMessage,
   message: string,
+  options: { stream?: boolean } = {},
 ): Promise<Viewer> {
-  const viewer = await viewerOf(auth, req);
+  const viewer = await viewerOf(auth, req, options);
   if (!viewer) throw unauthenticated(message);
   return viewer;
 }

@@ -113,7 +113,9 @@ export function createIccRoute(deps: LegacyDeps): LegacyRoute {
   const { config, services, auth, logger } = deps;
 
   const notify = async (req: IncomingMessage, res: ServerResponse, url: URL) => {
-    const viewer = await requireViewer(auth, req, 'Anonymous user can not receive icc messages.');
+    const viewer = await requireViewer(auth, req, 'Anonymous user can not receive icc messages.', {
+      stream: true,
+    });
     const meetingId = intParam(url, 'meeting_id', 'url query meeting_id has to be an int');
     await serveJsonLines(deps, res, viewer, 'application/octet-stream', async (stream) => {
       const events = await services.notify.subscribe(
@@ -139,7 +141,7 @@ export function createIccRoute(deps: LegacyDeps): LegacyRoute {
   const applause = async (req: IncomingMessage, res: ServerResponse, url: URL) => {
     const meetingId = intParam(url, 'meeting_id', 'Query meeting has to be an int.');
     if (meetingId === undefined) throw badInput('Query meeting has to be an int.');
-    const viewer = await viewerOf(auth, req);
+    const viewer = await viewerOf(auth, req, { stream: true });
     await serveJsonLines(deps, res, viewer, 'application/json', async (stream) => {
       const events = await services.applause.subscribe(viewer, meetingId, stream.connection);
       stream.start();

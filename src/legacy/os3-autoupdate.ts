@@ -53,7 +53,7 @@ export function createOs3AutoupdateRoutes(deps: LegacyDeps): LegacyRoute[] {
     const changeId = intParam(requestUrl(req), 'change_id', 'The change_id has to be an int.', {
       signed: false,
     });
-    const viewer = await requireViewer(auth, req, LOGIN);
+    const viewer = await requireViewer(auth, req, LOGIN, { stream: true });
     await serveJsonLines(deps, res, viewer, 'application/octet-stream', async (stream) => {
       const batches = await services.autoupdate.subscribe(
         viewer,
@@ -75,7 +75,7 @@ export function createOs3AutoupdateRoutes(deps: LegacyDeps): LegacyRoute[] {
     if (!/^\d{1,15}(,\d{1,15})*$/.test(raw)) {
       throw badInput('The projector_ids has to be a list of ints separated by commas.');
     }
-    const viewer = await requireViewer(auth, req, LOGIN);
+    const viewer = await requireViewer(auth, req, LOGIN, { stream: true });
     // As the original: application/json, and `{"connected":true}` before the first data line.
     await serveJsonLines(deps, res, viewer, 'application/json', async (stream) => {
       const updates = await services.projector.subscribe(

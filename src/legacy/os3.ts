@@ -69,7 +69,7 @@ export function createOs3Route(deps: LegacyDeps): LegacyRoute {
   const LOGIN_TO_NOTIFY = 'You have to be logged in to use the notify system.';
 
   const notify = async (req: IncomingMessage, res: ServerResponse) => {
-    const viewer = await requireViewer(auth, req, LOGIN_TO_NOTIFY);
+    const viewer = await requireViewer(auth, req, LOGIN_TO_NOTIFY, { stream: true });
     await serveJsonLines(deps, res, viewer, 'application/octet-stream', async (stream) => {
       // OS3 has one meeting: its notify streams are present there and get its applause.
       const messages = await services.notify.subscribe(viewer, meetingId, stream.connection);

@@ -84,7 +84,10 @@ const memoryStore = (): Store => {
 
 // Per set: a sorted set of members scored by their latest expiry (`<p>m:<set>`), and per member
 // a sorted set of the instances holding it, scored by expiry (`<p>m:<set>:<member>`). Scripts
-// keep the two in step atomically, so "first join" and "last leave" are decided once.
+// keep the two in step atomically, so "first join" and "last leave" are decided once. Set and
+// member are encoded (`%` and `:` escaped), so neither contains `:` and no set key can equal a
+// member key (meeting `1:x` is not member `x` of meeting `1`); the set's sorted set holds the
+// encoded members, which SWEEP appends to the set key as they are.
 const ADD = `
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
@@ -110,9 +113,16 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])) d
 end
 return gone`;
 
+/** Escapes `%` and `:`, so an encoded id never contains the key separator. */
+export const encodeKeyPart = (id: string) =>
+  id.replace(/[%:]/g, (c) => (c === '%' ? '%25' : '%3A'));
+const decodeKeyPart = (part: string) =>
+  part.replace(/%25|%3A/g, (found) => (found === '%25' ? '%' : ':'));
+
 const redisStore = (client: Redis, prefix: string, instanceId: string, ttlMs: number): Store => {
-  const setKey = (set: string) => `${prefix}m:${set}`;
-  const memberKey = (set: string, member: string) => `${prefix}m:${set}:${member}`;
+  const setKey = (set: string) => `${prefix}m:${encodeKeyPart(set)}`;
+  const memberKey = (set: string, member: string) =>
+    `${prefix}m:${encodeKeyPart(set)}:${encodeKeyPart(member)}`;
   return {
     add: async (set, member) => {
       const now = Date.now();
@@ -124,7 +134,7 @@ const redisStore = (client: Redis, prefix: string, instanceId: string, ttlMs: nu
         instanceId,
         now + ttlMs,
         now,
-        member,
+        encodeKeyPart(member),
       );
       return count === 1;
     },
@@ -136,9 +146,10 @@ const redisStore = (client: Redis, prefix: string, instanceId: string, ttlMs: nu
         memberKey(set, member),
         instanceId,
         Date.now(),
-        member,
+        encodeKeyPart(member),
       )) === 1,
-    members: (set) => client.zrangebyscore(setKey(set), Date.now(), '+inf'),
+    members: async (set) =>
+      (await client.zrangebyscore(setKey(set), Date.now(), '+inf')).map(decodeKeyPart),
     counts: async (list) => {
       if (list.length === 0) return [];
       const now = Date.now();
@@ -157,11 +168,12 @@ const redisStore = (client: Redis, prefix: string, instanceId: string, ttlMs: nu
       for (const [set, member] of entries) {
         pipeline.zadd(memberKey(set, member), expiry, instanceId);
         pipeline.pexpireat(memberKey(set, member), expiry);
-        pipeline.zadd(setKey(set), 'GT', expiry, member);
+        pipeline.zadd(setKey(set), 'GT', expiry, encodeKeyPart(member));
       }
       await pipeline.exec();
     },
-    sweep: async (set) => (await client.eval(SWEEP, 1, setKey(set), Date.now())) as string[],
+    sweep: async (set) =>
+      ((await client.eval(SWEEP, 1, setKey(set), Date.now())) as string[]).map(decodeKeyPart),
   };
 };
 

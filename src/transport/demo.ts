@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Authenticator } from '../auth/index.ts';
+import { type Authenticator, isLoopback } from '../auth/index.ts';
 import type { Logger } from '../logger.ts';
 import { sendJson } from './http.ts';
 
@@ -38,7 +38,9 @@ export const isDemoPath = (path: string): boolean => path === '/demo' || path.st
  * - `/demo/demo.js`, `/demo/demo.css`: its script and style;
  * - `/demo/token?user=<id>`: `{"token","userId"}`, a token for that user in chat group `demo`,
  *   only when the server generated its own key (development: no AUTH_TOKEN_KEY, no
- *   AUTH_JWKS_URL). With a configured key it answers 404: tokens then come from their issuer.
+ *   AUTH_JWKS_URL, which the configuration allows only on a loopback HOST outside production)
+ *   and the request arrived on a loopback address. Otherwise it answers 404: tokens then come
+ *   from their issuer.
  *
  * When the files are missing (a build without them) the demo answers 404 and the server runs on.
  */
@@ -77,7 +79,7 @@ export async function createDemo({ auth, logger }: DemoOptions) {
   };
 
   async function token(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (!auth.generatedKey) {
+    if (!auth.generatedKey || !isLoopback(req.socket.localAddress)) {
       return sendJson(res, 404, {
         errors: [{ message: 'Demo tokens exist only with a generated key; pass ?token=<jwt>' }],
       });

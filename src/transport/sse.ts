@@ -159,7 +159,12 @@ export function createSseServer(options: SseOptions) {
     const token = url.searchParams.get('token');
     if (token !== null && !isJwt(token)) url.searchParams.delete('token');
     try {
-      return await auth.fromRequest({ headers: req.headers, url: url.pathname + url.search });
+      // Every request here is part of a graphql-sse stream (reservation, stream, operation).
+      return await auth.fromRequest({
+        headers: req.headers,
+        url: url.pathname + url.search,
+        stream: true,
+      });
     } catch (error) {
       throw new Refusal(401, authError(error).message, 'UNAUTHENTICATED');
     }

@@ -4,7 +4,7 @@ import { maxDirectivesPlugin } from '@escape.tech/graphql-armor-max-directives';
 import { maxTokensPlugin } from '@escape.tech/graphql-armor-max-tokens';
 import { GraphQLError, type GraphQLSchema } from 'graphql';
 import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
-import { isAppError, RateLimitedError } from '../errors.ts';
+import { isAppError, RetryLaterError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Context } from '../schema/context.ts';
 import type { TransportContext } from './context.ts';
@@ -89,7 +89,7 @@ export function maskError(logger: Logger) {
     const where =
       error instanceof GraphQLError ? { nodes: error.nodes ?? null, path: error.path ?? null } : {};
     if (isAppError(original)) {
-      const retryAfterMs = original instanceof RateLimitedError ? original.retryAfterMs : null;
+      const retryAfterMs = original instanceof RetryLaterError ? original.retryAfterMs : null;
       return new GraphQLError(original.message, {
         ...where,
         extensions: { code: original.code, ...(retryAfterMs === null ? {} : { retryAfterMs }) },
