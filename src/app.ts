@@ -98,6 +98,7 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     fakeUser: config.AUTH_FAKE_USER,
     issuer: config.AUTH_ISSUER,
     audience: config.AUTH_AUDIENCE,
+    tokenCacheSize: config.AUTH_TOKEN_CACHE_SIZE,
     logger,
   });
   const db = await openDatabase({

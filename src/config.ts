@@ -104,6 +104,12 @@ export const SETTINGS = {
     description: 'When set, tokens must carry this `aud` claim (and minted tokens get it).',
     schema: z.string().min(1),
   }),
+  AUTH_TOKEN_CACHE_SIZE: setting({
+    description:
+      'HS256 tokens remembered after verifying, until their exp (least recently used evicted; tokens over 2 KiB never kept). 0: verify every time.',
+    schema: z.coerce.number().int().min(0),
+    default: '10000',
+  }),
   AUTH_FAKE_USER: setting({
     description: 'Development only: every request without a token is this user id.',
     schema: z.string().min(1),

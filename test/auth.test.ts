@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { base64url, exportJWK, generateKeyPair, type JWTPayload, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuthenticator } from '../src/auth/index.ts';
+import { createTokenCache, MAX_CACHED_TOKEN_LENGTH } from '../src/auth/token-cache.ts';
 import { AppError, ErrorCode } from '../src/errors.ts';
 import { createLogger } from '../src/logger.ts';
 
@@ -140,6 +141,100 @@ describe('verify with an HS256 key', () => {
     await expectRefused(strict.verify(plain), /issuer|audience|claims/);
     const viewer = await strict.verify(await strict.sign({ sub: '1' }));
     expect(viewer.userId).toBe('1');
+  });
+});
+
+describe('verified-token cache', () => {
+  /** An authenticator on a clock the test moves (ms). */
+  function onClock(start: number, tokenCacheSize?: number) {
+    const clock = { ms: start };
+    const auth = createAuthenticator({
+      tokenKey: KEY,
+      logger: silent,
+      now: () => clock.ms,
+      ...(tokenCacheSize === undefined ? {} : { tokenCacheSize }),
+    });
+    return { auth, clock };
+  }
+
+  it('serves a verified token from the cache (jose would refuse it before its nbf)', async () => {
+    const t0 = now();
+    const token = await signRaw({ sub: '1', nbf: t0, exp: t0 + 600 });
+    const { auth, clock } = onClock(t0 * 1000 + 10_000);
+    const first = await auth.verify(token);
+    clock.ms = (t0 - 100) * 1000;
+    await expect(auth.verify(token)).resolves.toBe(first);
+    const uncached = onClock(t0 * 1000 + 10_000, 0);
+    await uncached.auth.verify(token);
+    uncached.clock.ms = (t0 - 100) * 1000;
+    await expectRefused(uncached.auth.verify(token), /not yet valid/, token);
+  });
+
+  it('stops a cached token at its exp', async () => {
+    const t0 = now();
+    const token = await signRaw({ sub: '1', exp: t0 + 60 });
+    const { auth, clock } = onClock(t0 * 1000);
+    await expect(auth.verify(token)).resolves.toMatchObject({ userId: '1' });
+    await expect(auth.verify(token)).resolves.toMatchObject({ userId: '1' });
+    // Past exp and the clock tolerance: refused, though it verified (and was cached) before.
+    clock.ms = (t0 + 60 + 6) * 1000;
+    await expectRefused(auth.verify(token), /^token expired$/, token);
+    clock.ms = t0 * 1000;
+    await expect(auth.verify(token)).resolves.toMatchObject({ userId: '1' });
+  });
+
+  it('still refuses forged and other-key tokens beside a cached one', async () => {
+    const t0 = now();
+    const token = await signRaw({ sub: '1', exp: t0 + 600 });
+    const { auth } = onClock(t0 * 1000);
+    await auth.verify(token);
+    const [header, , signature] = token.split('.');
+    const claims = base64url.encode(JSON.stringify({ sub: '2', exp: t0 + 600 }));
+    const forged = `${header}.${claims}.${signature}`;
+    const otherKey = await signRaw(
+      { sub: '1', exp: t0 + 600 },
+      { key: new TextEncoder().encode('another-secret-another-secret-another') },
+    );
+    for (let i = 0; i < 2; i++) {
+      await expectRefused(auth.verify(forged), /^invalid token signature$/, forged);
+      await expectRefused(auth.verify(otherKey), /^invalid token signature$/, otherKey);
+    }
+  });
+
+  it('does not keep a refusal: a token refused before its nbf passes afterwards', async () => {
+    const t0 = now();
+    const token = await signRaw({ sub: '1', nbf: t0 + 100, exp: t0 + 600 });
+    const { auth, clock } = onClock(t0 * 1000);
+    await expectRefused(auth.verify(token), /not yet valid/, token);
+    clock.ms = (t0 + 100) * 1000;
+    await expect(auth.verify(token)).resolves.toMatchObject({ userId: '1' });
+  });
+
+  it('is bounded: the least recently used token is dropped first', () => {
+    const cache = createTokenCache(2);
+    const viewer = (exp: number) => ({
+      userId: 'u',
+      group: null,
+      isService: false,
+      expiresAt: exp,
+    });
+    cache.set('a', viewer(10_000), 0);
+    cache.set('b', viewer(10_000), 0);
+    expect(cache.get('a', 1)).toBeDefined();
+    cache.set('c', viewer(10_000), 0);
+    expect(cache.size).toBe(2);
+    expect(cache.get('b', 1)).toBeUndefined();
+    expect(cache.get('a', 1)).toBeDefined();
+    expect(cache.get('c', 1)).toBeDefined();
+    // Never served at or after exp; never stored when already expired, too long, or no exp.
+    expect(cache.get('a', 10_000)).toBeUndefined();
+    cache.set('d', viewer(5), 5);
+    cache.set('x'.repeat(MAX_CACHED_TOKEN_LENGTH + 1), viewer(10_000), 0);
+    cache.set('e', { ...viewer(0), expiresAt: null }, 0);
+    expect(cache.size).toBe(1);
+    const off = createTokenCache(0);
+    off.set('a', viewer(10_000), 0);
+    expect(off.get('a', 1)).toBeUndefined();
   });
 });
 

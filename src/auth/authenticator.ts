@@ -11,6 +11,7 @@ import {
 import { type AppError, isAppError, unauthenticated } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { isLoopback } from './loopback.ts';
+import { createTokenCache } from './token-cache.ts';
 import type { Viewer } from './viewer.ts';
 
 /** Options for {@link createAuthenticator}. */
@@ -39,6 +40,14 @@ export interface AuthenticatorOptions {
   issuer?: string | undefined;
   /** When set, tokens must carry this `aud`; `sign` sets it. */
   audience?: string | undefined;
+  /**
+   * HS256 tokens that verified are remembered (keyed by the token) until their `exp`, at most
+   * this many, least recently used evicted first (AUTH_TOKEN_CACHE_SIZE). 0 turns it off.
+   * Default {@link DEFAULT_TOKEN_CACHE_SIZE}. JWKS tokens are always verified in full.
+   */
+  tokenCacheSize?: number | undefined;
+  /** The clock in ms (tests move it); default Date.now. */
+  now?: (() => number) | undefined;
   logger: Logger;
 }
 
@@ -111,6 +120,8 @@ const CLOCK_TOLERANCE_S = 5;
 /** Tokens longer than this are refused before any parsing (real ones are < 2 KiB). */
 const MAX_TOKEN_LENGTH = 16 * 1024;
 const DEFAULT_TTL_S = 3600;
+/** Verified HS256 tokens kept by default: at most 10 000 x 2 KiB of token text. */
+export const DEFAULT_TOKEN_CACHE_SIZE = 10_000;
 /** Asymmetric algorithms only: an HMAC token must never be checked against a public key. */
 const JWKS_ALGORITHMS: JWSAlgorithm[] = [
   'RS256',
@@ -126,7 +137,15 @@ const JWKS_ALGORITHMS: JWSAlgorithm[] = [
   'Ed25519',
 ];
 
-type KeyResolver = Uint8Array | ReturnType<typeof createRemoteJWKSet>;
+type RemoteKeys = ReturnType<typeof createRemoteJWKSet>;
+
+/** The HS256 secret as a WebCrypto key, imported once (jose would import raw bytes per call). */
+function importHmacKey(secret: Uint8Array<ArrayBuffer>): Promise<CryptoKey> {
+  return crypto.subtle.importKey('raw', secret, { name: 'HMAC', hash: 'SHA-256' }, false, [
+    'sign',
+    'verify',
+  ]);
+}
 
 /**
  * Creates the authenticator. Normally exactly one of `tokenKey` / `jwksUrl` is set (if both
@@ -142,8 +161,8 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
   if (options.tokenKey === '') throw new Error('AUTH_TOKEN_KEY is empty');
 
   let generatedTokenKey: string | null = null;
-  let secret: Uint8Array | null = null;
-  let resolver: KeyResolver;
+  let secret: Promise<CryptoKey> | null = null;
+  let remoteKeys: RemoteKeys | null = null;
   let algorithms: JWSAlgorithm[];
   if (options.jwksUrl !== undefined) {
     let url: URL;
@@ -153,7 +172,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
       throw new Error('AUTH_JWKS_URL is not a valid URL');
     }
     // jose caches the key set (refetching on an unknown kid); it never caches a verdict.
-    resolver = createRemoteJWKSet(url);
+    remoteKeys = createRemoteJWKSet(url);
     algorithms = JWKS_ALGORITHMS;
   } else {
     if (options.tokenKey === undefined) {
@@ -168,11 +187,13 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
       generatedTokenKey = randomBytes(32).toString('base64url');
     }
     const keyText = options.tokenKey ?? (generatedTokenKey as string);
-    secret = new TextEncoder().encode(keyText);
-    if (secret.byteLength < 32) {
+    const bytes = new TextEncoder().encode(keyText);
+    if (bytes.byteLength < 32) {
       logger.warn('AUTH_TOKEN_KEY is shorter than 32 bytes; use a longer random secret');
     }
-    resolver = secret;
+    secret = importHmacKey(bytes);
+    // Refused here only if used: a failed import shows up as a refused token (logged).
+    secret.catch(() => {});
     algorithms = ['HS256'];
   }
 
@@ -183,31 +204,45 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     );
   }
 
-  const verifyOptions: JWTVerifyOptions = {
+  const now = options.now ?? Date.now;
+  const baseVerifyOptions: JWTVerifyOptions = {
     algorithms,
     clockTolerance: CLOCK_TOLERANCE_S,
     requiredClaims: ['exp'],
     ...(issuer !== undefined ? { issuer } : {}),
     ...(audience !== undefined ? { audience } : {}),
   };
+  // Only HS256: the key cannot change while the process runs, so a verdict holds until exp.
+  const cache = createTokenCache(
+    secret === null ? 0 : (options.tokenCacheSize ?? DEFAULT_TOKEN_CACHE_SIZE),
+  );
 
   async function verify(token: string): Promise<Viewer> {
     if (typeof token !== 'string' || token.length === 0) throw unauthenticated('empty token');
     if (token.length > MAX_TOKEN_LENGTH) throw unauthenticated('token too large');
+    const cached = cache.get(token, now());
+    if (cached !== undefined) return cached;
+    const verifyOptions: JWTVerifyOptions =
+      options.now === undefined
+        ? baseVerifyOptions
+        : { ...baseVerifyOptions, currentDate: new Date(now()) };
     let payload: JWTPayload;
     try {
       // Two call shapes because jose overloads on the key type.
       const result =
-        resolver instanceof Uint8Array
-          ? await jwtVerify(token, resolver, verifyOptions)
-          : await jwtVerify(token, resolver, verifyOptions);
+        remoteKeys !== null
+          ? await jwtVerify(token, remoteKeys, verifyOptions)
+          : await jwtVerify(token, await (secret as Promise<CryptoKey>), verifyOptions);
       payload = result.payload;
     } catch (error) {
-      const appError = toAppError(error, logger, !(resolver instanceof Uint8Array));
+      const appError = toAppError(error, logger, remoteKeys !== null);
       logger.debug({ reason: appError.message }, 'token refused');
       throw appError;
     }
-    return viewerFromPayload(payload);
+    // Frozen: one cached viewer is shared by every request carrying the same token.
+    const viewer = Object.freeze(viewerFromPayload(payload));
+    cache.set(token, viewer, now());
+    return viewer;
   }
 
   async function resolve(token: string | undefined): Promise<Viewer | null> {
@@ -250,14 +285,15 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
       const body: { group?: string; scope?: string } = {};
       if (claims.group !== undefined) body.group = claims.group;
       if (claims.service === true) body.scope = 'service';
+      const issuedAt = Math.floor(now() / 1000);
       const jwt = new SignJWT(body)
         .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
         .setSubject(claims.sub)
-        .setIssuedAt()
-        .setExpirationTime(Math.floor(Date.now() / 1000) + Math.ceil(ttl));
+        .setIssuedAt(issuedAt)
+        .setExpirationTime(issuedAt + Math.ceil(ttl));
       if (issuer !== undefined) jwt.setIssuer(issuer);
       if (audience !== undefined) jwt.setAudience(audience);
-      return jwt.sign(secret);
+      return jwt.sign(await secret);
     },
   };
 }
