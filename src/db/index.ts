@@ -4,7 +4,8 @@ import pg from 'pg';
 import type { Logger } from '../logger.ts';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from './embedded.ts';
 import { PrismaClient } from './generated/prisma/client.ts';
-import { applyMigrations, DEFAULT_MIGRATIONS_DIR } from './migrate.ts';
+import { DEFAULT_MIGRATIONS_DIR } from './migrate.ts';
+import { migrateInChildProcess } from './migrate-process.ts';
 import { redactUrl } from './url.ts';
 
 export { type EmbeddedPostgres, startEmbeddedPostgres } from './embedded.ts';
@@ -77,7 +78,8 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   let pool: pg.Pool | undefined;
   try {
     if (options.migrate ?? true) {
-      await applyMigrations({
+      // In a child process: the schema engine would otherwise stay in this one for good.
+      await migrateInChildProcess({
         url,
         migrationsDir: options.migrationsDir ?? DEFAULT_MIGRATIONS_DIR,
         logger,
