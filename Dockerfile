@@ -23,11 +23,9 @@ FROM node:20-bookworm-slim
 ENV NODE_ENV=production PORT=4000 DATA_DIR=/data
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
+# Holds the /demo page's files and GraphiQL's assets too, beside the compiled modules
+# (`npm run build` copies them).
 COPY --from=build /app/dist ./dist
-# The /demo page's static files, read at start-up beside the compiled demo.js.
-COPY --from=build /app/src/transport/demo ./dist/transport/demo
-# GraphiQL's content-hashed, precompressed assets (made by scripts/generate.mjs).
-COPY --from=build /app/src/transport/generated/graphiql ./dist/transport/generated/graphiql
 COPY package.json ./
 COPY prisma ./prisma
 RUN mkdir -p /data && chown node:node /data

@@ -1,7 +1,9 @@
 // Generates the code the project does not keep in git. Run by `postinstall`, `npm start` and
 // `npm run generate` (which passes --force). Plain Node ESM: it runs before tsx is needed.
+// With --build (`npm start`) it also compiles the server into dist/ when a source changed
+// (`npm run build` runs that step alone, always).
 //
-//   node scripts/generate.mjs [--force]
+//   node scripts/generate.mjs [--force] [--build] [--only=prisma|documents|graphiql|build]
 //
 // Each step skips its work when its output is already up to date (unless --force), prints one
 // line when it did something, and on failure prints the tool's output and exits non-zero.
@@ -10,6 +12,7 @@
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
+  cpSync,
   existsSync,
   mkdirSync,
   readdirSync,
@@ -27,12 +30,14 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const require = createRequire(import.meta.url);
 const force = process.argv.includes('--force');
 
+const build = process.argv.includes('--build');
 const only = process.argv.find((arg) => arg.startsWith('--only='))?.slice('--only='.length);
 
 async function main() {
   if (!only || only === 'prisma') await runStep('prisma client', generatePrismaClient);
   if (!only || only === 'documents') await runStep('typed documents', generateTypedDocuments);
   if (!only || only === 'graphiql') await runStep('graphiql assets', generateGraphiQLAssets);
+  if ((!only && build) || only === 'build') await runStep('compiled server (dist/)', buildServer);
 }
 
 /** Runs one step, timing it; a thrown error ends the process with exit code 1. */
@@ -200,6 +205,52 @@ async function generateGraphiQLAssets() {
     files,
   };
   writeFileSync(manifestFile, `${JSON.stringify(manifest, null, 2)}\n`);
+  return true;
+}
+
+/** Every file under `dir`, recursively. */
+function filesUnder(dir) {
+  return readdirSync(dir, { withFileTypes: true, recursive: true })
+    .filter((entry) => entry.isFile())
+    .map((entry) => join(entry.parentPath, entry.name));
+}
+
+/**
+ * Compiles src/ into dist/ (tsconfig.build.json) and copies the demo page's static files and
+ * GraphiQL's generated assets beside the compiled modules, as the Docker image has them:
+ * `npm start` runs plain JavaScript.
+ * Skipped when dist/ is newer than every source file, the tsconfigs and the lock file.
+ */
+async function buildServer() {
+  const dist = join(root, 'dist');
+  const stamp = join(dist, '.build-stamp');
+  const inputs = [
+    ...filesUnder(join(root, 'src')),
+    join(root, 'tsconfig.json'),
+    join(root, 'tsconfig.build.json'),
+    join(root, 'package-lock.json'),
+  ];
+  const newest = Math.max(...inputs.map((file) => statSync(file).mtimeMs));
+  if (existsSync(stamp) && statSync(stamp).mtimeMs > newest && !force) return false;
+
+  // A clean build: no module of a deleted source file stays behind.
+  rmSync(dist, { recursive: true, force: true });
+  const tsc = join(dirname(resolvePackageJson('typescript')), 'bin/tsc');
+  const result = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], {
+    cwd: root,
+    encoding: 'utf8',
+    timeout: 300_000,
+  });
+  if (result.error || result.status !== 0) {
+    const reason = result.error ? String(result.error) : `exit code ${result.status}`;
+    throw new Error(`tsc failed (${reason})\n${result.stdout ?? ''}${result.stderr ?? ''}`);
+  }
+  // Files the compiled server reads beside its modules: the demo page, GraphiQL's assets.
+  for (const folder of ['transport/demo', 'transport/generated/graphiql']) {
+    const from = join(root, 'src', folder);
+    if (existsSync(from)) cpSync(from, join(dist, folder), { recursive: true });
+  }
+  writeFileSync(stamp, `${new Date().toISOString()}\n`);
   return true;
 }
 
