@@ -1,10 +1,35 @@
 import { parseArgs } from 'node:util';
 
 /** The server configurations `--only` can pick. */
-export const CONFIGURATIONS = ['raw', 'baseline', 'switchboard', 'switchboard-redis'] as const;
+export const CONFIGURATIONS = [
+  'raw',
+  'baseline',
+  'yoga',
+  'switchboard',
+  // Switchboard again, started fresh for the SSE subscribers of the memory phase: memory the
+  // graphql-ws subscribers held is not all given back, and would be counted as free.
+  'switchboard-sse',
+  'switchboard-redis',
+] as const;
 export type Configuration = (typeof CONFIGURATIONS)[number];
-/** What `--only` accepts: the configurations and the storm phase (issue 17). */
-const ONLY_NAMES = [...CONFIGURATIONS, 'storm'] as const;
+
+/** The phases `--only` can pick, and the configurations each one runs on. */
+export const PHASES = {
+  /** Fan-out of notify (graphql-ws, SSE), latency and memory at --latency-n, two instances. */
+  fanout: ['raw', 'baseline', 'switchboard', 'switchboard-redis'],
+  /** HTTP requests per server CPU-second: `{ ok }` on bare yoga, viewer and publish on Switchboard. */
+  requests: ['yoga', 'switchboard'],
+  /** Memory per idle subscribed connection at --scale-n (graphql-ws on raw and Switchboard, SSE). */
+  memory: ['raw', 'switchboard', 'switchboard-sse'],
+  /** A publish addressed to one user, with --scale-n other subscribers connected and with none. */
+  routing: ['switchboard'],
+  /** Idle RSS of a started Switchboard with Postgres and Redis configured. */
+  idle: ['switchboard-redis'],
+  /** Write storms against the floor server (issue 17): starts its own servers, after the rest. */
+  storm: [],
+} as const satisfies Record<string, readonly Configuration[]>;
+export type Phase = keyof typeof PHASES;
+const PHASE_NAMES = Object.keys(PHASES) as Phase[];
 
 export interface BenchOptions {
   /** Subscribers of the fan-out runs (graphql-ws and both SSE modes). */
@@ -21,7 +46,20 @@ export interface BenchOptions {
   window: number;
   /** Measured passes per fan-out run (median reported). */
   repeat: number;
+  /** Configurations to start, in order (those the chosen phases use, unless named). */
   only: Configuration[];
+  /** Phases to run. */
+  phases: Phase[];
+  /** Connections of the memory and routing phases. */
+  scaleN: number;
+  /** Measured requests per operation of the requests phase. */
+  requests: number;
+  /** Requests in flight during the requests phase. */
+  inFlight: number;
+  /** Measured publishes of each routing run. */
+  routingPublishes: number;
+  /** Seconds over which idle RSS is sampled (its lowest value counts). */
+  idleWindow: number;
   /** Run the storm phase (write storms against the floor server). */
   storm: boolean;
   /** Users per storm (each sends once, at the same moment). */
@@ -46,7 +84,15 @@ export const USAGE = `Usage: npm run bench -- [options]
   --rounds <count>     measured publishes of the latency run (default 5)
   --window <count>     events in flight during a fan-out run (default 4)
   --repeat <count>     measured passes per fan-out run, median reported (default 1)
-  --only <list>        comma-separated: ${ONLY_NAMES.join(',')} (default all)
+  --only <list>        comma-separated phases and/or configurations (default: everything)
+                       phases: ${PHASE_NAMES.join(',')}
+                       configurations: ${CONFIGURATIONS.join(',')}
+                       e.g. --only memory, --only requests, --only switchboard,routing
+  --scale-n <count>    connections of the memory and routing phases (default 15000)
+  --requests <count>   measured requests per operation of the requests phase (default 3000)
+  --in-flight <count>  requests in flight in the requests phase (default 32)
+  --routing-publishes <count>  measured publishes per routing run (default 1000)
+  --idle-window <s>    seconds over which idle RSS is sampled, lowest kept (default 40)
   --storm-sizes <list> users per write storm, comma-separated (default 2000,5000)
   --storm-repeat <n>   storms per kind and size, median reported (default 3)
   --storm-instances <n> Switchboard instances on one Redis in the storm phase, 1 or 2 (default 1)
@@ -82,20 +128,39 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
       'storm-repeat': { type: 'string' },
       'idle-meetings': { type: 'string' },
       'storm-instances': { type: 'string' },
+      'scale-n': { type: 'string' },
+      requests: { type: 'string' },
+      'in-flight': { type: 'string' },
+      'routing-publishes': { type: 'string' },
+      'idle-window': { type: 'string' },
       json: { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) return 'help';
-  const only = (values.only ?? ONLY_NAMES.join(','))
+  const named = (values.only ?? '')
     .split(',')
     .map((name) => name.trim())
     .filter(Boolean);
-  for (const name of only) {
-    if (!(ONLY_NAMES as readonly string[]).includes(name)) {
-      throw new Error(`--only: unknown configuration "${name}" (${ONLY_NAMES.join(', ')})`);
+  for (const name of named) {
+    if (!(CONFIGURATIONS as readonly string[]).includes(name) && !(name in PHASES)) {
+      throw new Error(
+        `--only: unknown phase or configuration "${name}" (${[...PHASE_NAMES, ...CONFIGURATIONS].join(', ')})`,
+      );
     }
+  }
+  const namedPhases = PHASE_NAMES.filter((phase) => named.includes(phase));
+  const phases = namedPhases.length > 0 ? namedPhases : PHASE_NAMES;
+  const used = new Set<Configuration>(phases.flatMap((phase) => PHASES[phase]));
+  const namedConfigurations = CONFIGURATIONS.filter((name) => named.includes(name));
+  const only = CONFIGURATIONS.filter((name) =>
+    namedConfigurations.length > 0
+      ? namedConfigurations.includes(name) && used.has(name)
+      : used.has(name),
+  );
+  if (only.length === 0 && !phases.includes('storm')) {
+    throw new Error('--only: no chosen phase runs on the chosen configurations');
   }
   const stormInstances = positive('storm-instances', values['storm-instances'], 1);
   if (stormInstances > 2) throw new Error('--storm-instances: 1 or 2');
@@ -113,8 +178,14 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
     rounds: positive('rounds', values.rounds, 5),
     window: positive('window', values.window, 4),
     repeat: positive('repeat', values.repeat, 1),
-    only: CONFIGURATIONS.filter((name) => only.includes(name)),
-    storm: only.includes('storm'),
+    only,
+    phases,
+    scaleN: positive('scale-n', values['scale-n'], 15_000),
+    requests: positive('requests', values.requests, 3000),
+    inFlight: positive('in-flight', values['in-flight'], 32),
+    routingPublishes: positive('routing-publishes', values['routing-publishes'], 1000),
+    idleWindow: positive('idle-window', values['idle-window'], 40),
+    storm: phases.includes('storm'),
     stormSizes,
     stormRepeat: positive('storm-repeat', values['storm-repeat'], 3),
     stormInstances,

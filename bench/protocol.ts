@@ -25,12 +25,20 @@ export function benchMessage(seq: number, payloadBytes: number): { seq: number; 
   return { seq, pad: 'x'.repeat(Math.max(0, payloadBytes - overhead)) };
 }
 
+/** Who a publish is addressed to: everyone (the fan-out runs) or some users. */
+export type PublishTargets = { toAll: true } | { toUsers: string[] };
+
 /** The JSON body of one publish request. */
-export function publishBody(channelId: string, seq: number, payloadBytes: number): string {
+export function publishBody(
+  channelId: string,
+  seq: number,
+  payloadBytes: number,
+  to: PublishTargets = { toAll: true },
+): string {
   return JSON.stringify({
     query: PUBLISH_MUTATION,
     variables: {
-      input: { channelId, toAll: true, name: 'bench', message: benchMessage(seq, payloadBytes) },
+      input: { channelId, ...to, name: 'bench', message: benchMessage(seq, payloadBytes) },
     },
   });
 }

@@ -10,10 +10,25 @@ import { fileURLToPath } from 'node:url';
 import { type BenchTarget, prepareTarget } from './load/bench-target.ts';
 import { closeSseAgent, type SseMode } from './load/sse-subscriber.ts';
 import { withTimeout } from './load/subscriber.ts';
-import { type BenchOptions, type Configuration, parseOptions, USAGE } from './options.ts';
+import {
+  type BenchOptions,
+  type Configuration,
+  PHASES,
+  type Phase,
+  parseOptions,
+  USAGE,
+} from './options.ts';
 import { evaluate, formatReport, type ServerResult, type Summary } from './report.ts';
 import { measureFanout } from './scenarios/fanout.ts';
 import { measureLatencyAndMemory } from './scenarios/latency-memory.ts';
+import { measureRequests, okSpec, publishSpec, viewerSpec } from './scenarios/requests.ts';
+import {
+  measureIdle,
+  measureRouting,
+  measureScale,
+  openRoutingTarget,
+  type RoutingTarget,
+} from './scenarios/scale.ts';
 import { measureStorm, type StormResult } from './scenarios/storm.ts';
 import {
   compileServers,
@@ -56,8 +71,10 @@ function startConfiguration(name: Configuration, options: BenchOptions): Promise
   switch (name) {
     case 'raw':
     case 'baseline':
+    case 'yoga':
       return startReference(name);
     case 'switchboard':
+    case 'switchboard-sse':
       return startSwitchboard(name, { instances: 1, logLevel: options.logLevel });
     case 'switchboard-redis':
       return startSwitchboard(name, { instances: 2, logLevel: options.logLevel });
@@ -66,7 +83,7 @@ function startConfiguration(name: Configuration, options: BenchOptions): Promise
 
 /** Every phase of one configuration; a failed phase is recorded and the next one still runs. */
 async function benchConfiguration(
-  target: BenchTarget,
+  server: ServerUnderTest,
   name: Configuration,
   options: BenchOptions,
   result: ServerResult,
@@ -87,36 +104,140 @@ async function benchConfiguration(
       return null;
     }
   };
-  const measured = {
-    subscribers: options.n,
-    events: options.m,
-    window: options.window,
-    repeat: options.repeat,
-    warmup: FANOUT_WARMUP,
+  const runs = (p: Phase) =>
+    options.phases.includes(p) && (PHASES[p] as readonly Configuration[]).includes(name);
+  const [first] = server.processes;
+  if (!first) throw new Error(`${name} has no process`);
+  const { pid, url } = first;
+  const requestOptions = {
+    requests: options.requests,
+    warmup: Math.min(500, options.requests),
+    inFlight: options.inFlight,
   };
 
-  if (name !== 'switchboard-redis') {
-    const latencyMemory = await phase(`latency + memory, ${options.latencyN} subscribers`, () =>
-      measureLatencyAndMemory(target, {
-        subscribers: options.latencyN,
-        rounds: options.rounds,
-        warmup: LATENCY_WARMUP,
-      }),
+  // First, before any client: what the started server holds.
+  if (runs('idle')) {
+    result.idle = await phase(`idle RSS (lowest over ${options.idleWindow} s)`, () =>
+      measureIdle(
+        server.processes.map((p) => p.pid),
+        options.idleWindow * 1000,
+      ),
     );
-    result.memory = latencyMemory?.memory ?? null;
-    result.latency = latencyMemory?.latency ?? null;
   }
-  result.ws = await phase(`graphql-ws fan-out ${options.n} x ${options.m}`, () =>
-    measureFanout(target, target.wsOpener, measured),
-  );
-  if (name === 'switchboard') {
-    for (const [mode, key] of [
-      ['distinct', 'sseDistinct'],
-      ['single', 'sseSingle'],
-    ] as const satisfies readonly (readonly [SseMode, keyof ServerResult])[]) {
-      result[key] = await phase(`sse ${mode} fan-out ${options.n} x ${options.m}`, () =>
-        measureFanout(target, (sink) => target.sseOpener(mode, sink), measured),
+  if (name === 'yoga') {
+    if (runs('requests')) {
+      const ok = await phase(`${options.requests} x { ok }`, () =>
+        measureRequests(pid, okSpec(url), requestOptions),
       );
+      result.requests = { ok };
+    }
+    return;
+  }
+
+  let target: BenchTarget | null = null;
+  try {
+    target = await prepareTarget(server, options.payload);
+    await benchWithTarget(target);
+  } catch (error) {
+    result.errors.push(`prepare: ${(error as Error).message}`);
+    progress(`${name}: FAILED: ${(error as Error).message}`);
+  } finally {
+    await target?.close().catch(() => {});
+  }
+
+  async function benchWithTarget(target: BenchTarget): Promise<void> {
+    if (runs('requests')) {
+      const tokens = await Promise.all(
+        Array.from({ length: 300 }, (_, i) => server.token(`bench-user-${i}`)),
+      );
+      const viewer = await phase(`${options.requests} x { viewer { userId } }`, () =>
+        measureRequests(pid, viewerSpec(url, tokens), requestOptions),
+      );
+      const publish = await phase(`${options.requests} x publish`, () =>
+        measureRequests(
+          pid,
+          publishSpec(url, target.publisherToken, target.channelId),
+          requestOptions,
+        ),
+      );
+      result.requests = { viewer, publish };
+    }
+
+    const settle = { connections: options.scaleN, settleMs: options.idleWindow * 1000 };
+    if (name === 'switchboard-sse') {
+      const sse = await phase(`${options.scaleN} idle SSE (distinct) subscribers`, () =>
+        measureScale(target, (sink) => target.sseOpener('distinct', sink), settle),
+      );
+      result.scaleSse = sse?.memory ?? null;
+      return;
+    }
+    if (runs('memory') || runs('routing')) {
+      const routingOptions = { publishes: options.routingPublishes, window: 4, warmup: 20 };
+      let routing: RoutingTarget | null = null;
+      if (runs('routing')) {
+        routing = await phase('routing target subscriber', () => openRoutingTarget(target));
+      }
+      try {
+        const addressed = routing;
+        if (addressed) {
+          result.routingNone = await phase('publish to one user, no other subscribers', () =>
+            measureRouting(target, addressed, { ...routingOptions, otherSubscribers: 0 }),
+          );
+        }
+        const scale = await phase(`${options.scaleN} idle graphql-ws subscribers`, () =>
+          measureScale(
+            target,
+            target.wsOpener,
+            settle,
+            addressed
+              ? () =>
+                  measureRouting(target, addressed, {
+                    ...routingOptions,
+                    otherSubscribers: options.scaleN,
+                  })
+              : undefined,
+          ),
+        );
+        result.scaleWs = scale?.memory ?? null;
+        if (addressed) result.routingLoaded = scale?.during ?? null;
+      } finally {
+        await routing?.close();
+      }
+    }
+
+    if (!runs('fanout')) return;
+    const measured = {
+      subscribers: options.n,
+      events: options.m,
+      window: options.window,
+      repeat: options.repeat,
+      warmup: FANOUT_WARMUP,
+    };
+    if (name !== 'switchboard-redis') {
+      const latencyMemory = await phase(`latency + memory, ${options.latencyN} subscribers`, () =>
+        measureLatencyAndMemory(target, {
+          subscribers: options.latencyN,
+          rounds: options.rounds,
+          warmup: LATENCY_WARMUP,
+        }),
+      );
+      // After the --scale-n phase on this process the delta counts memory those connections
+      // left behind as free (even below zero): only the scale phase's figure is kept then.
+      result.memory = runs('memory') ? null : (latencyMemory?.memory ?? null);
+      result.latency = latencyMemory?.latency ?? null;
+    }
+    result.ws = await phase(`graphql-ws fan-out ${options.n} x ${options.m}`, () =>
+      measureFanout(target, target.wsOpener, measured),
+    );
+    if (name === 'switchboard') {
+      for (const [mode, key] of [
+        ['distinct', 'sseDistinct'],
+        ['single', 'sseSingle'],
+      ] as const satisfies readonly (readonly [SseMode, keyof ServerResult])[]) {
+        result[key] = await phase(`sse ${mode} fan-out ${options.n} x ${options.m}`, () =>
+          measureFanout(target, (sink) => target.sseOpener(mode, sink), measured),
+        );
+      }
     }
   }
 }
@@ -170,6 +291,12 @@ async function main(): Promise<number> {
       ws: null,
       sseDistinct: null,
       sseSingle: null,
+      requests: null,
+      scaleWs: null,
+      scaleSse: null,
+      routingNone: null,
+      routingLoaded: null,
+      idle: null,
       errors: [],
       serverWarnings: [],
     };
@@ -185,15 +312,12 @@ async function main(): Promise<number> {
     }
     running.add(server);
     result.processes = server.processes.length;
-    let target: BenchTarget | null = null;
     try {
-      target = await prepareTarget(server, options.payload);
-      await benchConfiguration(target, name, options, result, () => interrupted);
+      await benchConfiguration(server, name, options, result, () => interrupted);
     } catch (error) {
-      result.errors.push(`prepare: ${(error as Error).message}`);
+      result.errors.push(`${(error as Error).message}`);
       progress(`${name}: FAILED: ${(error as Error).message}`);
     } finally {
-      await target?.close().catch(() => {});
       result.serverWarnings = server.processes.flatMap((p) => p.warnings).slice(0, 100);
       await stopServer(server);
     }

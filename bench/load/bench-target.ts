@@ -9,12 +9,21 @@ import { openWsSubscriber } from './ws-subscriber.ts';
 /** Load subscribers are spread over this many user ids. */
 const USERS = 300;
 const userOf = (index: number) => `bench-user-${index % USERS}`;
+/**
+ * Loopback source addresses subscribers connect from, round-robin: one address has about
+ * 28 000 ephemeral ports, and sockets of earlier phases may still sit in TIME_WAIT.
+ */
+const SOURCE_ADDRESSES = 8;
+export const sourceAddress = (index: number) => `127.0.0.${2 + (index % SOURCE_ADDRESSES)}`;
 
 /** A server under test with its publisher ready: a live notify subscription and its channel. */
 export interface BenchTarget {
   server: ServerUnderTest;
   pids: number[];
   publisher: Publisher;
+  /** The publisher's token and NotifyChannel id (for publishes built elsewhere). */
+  publisherToken: string;
+  channelId: string;
   /** A fresh event number (never reused within a target). */
   nextSeq(): number;
   /** The log of the running phase: a lost publisher subscription fails it. */
@@ -49,13 +58,15 @@ export async function prepareTarget(
   let phase: DeliveryLog | null = null;
   let publisherSubscription: Subscriber | undefined;
   let publisher: Publisher | undefined;
+  let token = '';
+  let channelId = '';
   const close = async () => {
     own.close();
     publisher?.close();
     await publisherSubscription?.close();
   };
   try {
-    const token = await server.token('bench-publisher');
+    token = await server.token('bench-publisher');
     publisherSubscription = await openWsSubscriber({
       url: wsUrl(first.url),
       token,
@@ -69,7 +80,7 @@ export async function prepareTarget(
         },
       },
     });
-    const channelId = publisherSubscription.channelId;
+    channelId = publisherSubscription.channelId ?? '';
     if (!channelId) throw new Error(`${server.name}: the publisher got no NotifyChannel`);
     publisher = createPublisher({ url: first.url, token, channelId, payloadBytes });
   } catch (error) {
@@ -83,6 +94,8 @@ export async function prepareTarget(
     server,
     pids: server.processes.map((p) => p.pid),
     publisher,
+    publisherToken: token,
+    channelId,
     nextSeq: () => ++seq,
     setPhase: (log) => {
       phase = log;
@@ -90,12 +103,25 @@ export async function prepareTarget(
     wsOpener: (sink) => async (index) => {
       const token = await server.token(userOf(index));
       const url = wsUrl(processOf(index).url);
-      return openWsSubscriber({ url, token, query: SUBSCRIBER_QUERY, sink });
+      return openWsSubscriber({
+        url,
+        token,
+        query: SUBSCRIBER_QUERY,
+        sink,
+        localAddress: sourceAddress(index),
+      });
     },
     sseOpener: (mode, sink) => async (index) => {
       const token = await server.token(userOf(index));
       const { url } = processOf(index);
-      return openSseSubscriber({ url, token, query: SUBSCRIBER_QUERY, mode, sink });
+      return openSseSubscriber({
+        url,
+        token,
+        query: SUBSCRIBER_QUERY,
+        mode,
+        sink,
+        localAddress: sourceAddress(index),
+      });
     },
     close,
   };

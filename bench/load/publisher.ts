@@ -1,13 +1,14 @@
 import http from 'node:http';
-import { publishBody } from '../protocol.ts';
+import { type PublishTargets, publishBody } from '../protocol.ts';
 
 /** Publishes bench events through the server's public `publish` mutation over HTTP. */
 export interface Publisher {
   /**
    * Sends event `seq`. `sentAt` is performance.now() right before the request was written;
    * `done` resolves once the server answered `{"data":{"publish":true}}` (rejects otherwise).
+   * Addressed to everyone unless `to` says otherwise.
    */
-  publish(seq: number): { sentAt: number; done: Promise<void> };
+  publish(seq: number, to?: PublishTargets): { sentAt: number; done: Promise<void> };
   close(): void;
 }
 
@@ -27,8 +28,8 @@ export function createPublisher(options: {
     authorization: `Bearer ${options.token}`,
   };
   return {
-    publish(seq) {
-      const body = publishBody(options.channelId, seq, options.payloadBytes);
+    publish(seq, to) {
+      const body = publishBody(options.channelId, seq, options.payloadBytes, to);
       let sentAt = 0;
       const done = new Promise<void>((resolve, reject) => {
         const req = http.request(endpoint, { method: 'POST', headers, agent, timeout: 15_000 });

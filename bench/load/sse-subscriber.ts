@@ -47,6 +47,8 @@ export function openSseSubscriber(options: {
   mode: SseMode;
   sink: DeliverySink;
   timeoutMs?: number;
+  /** Loopback source address of the stream (127.x.y.z). */
+  localAddress?: string;
 }): Promise<Subscriber> {
   const { sink, mode } = options;
   const endpoint = `${options.url}/graphql`;
@@ -117,6 +119,7 @@ export function openSseSubscriber(options: {
           method,
           agent: false,
           headers: { accept: 'text/event-stream', ...auth, ...headers },
+          ...(options.localAddress ? { localAddress: options.localAddress } : {}),
         });
         stream = req;
         closed = new Promise((done) => req.once('close', () => done()));

@@ -20,12 +20,15 @@ export function openWsSubscriber(options: {
   sink: DeliverySink;
   /** Bound of the handshake and the first event; the socket is cut off after it. */
   timeoutMs?: number;
+  /** Loopback source address (127.x.y.z): one address has about 28 000 ports. */
+  localAddress?: string;
 }): Promise<Subscriber> {
   const { sink } = options;
   return new Promise((resolve, reject) => {
     const socket = new WebSocket(options.url, WS_PROTOCOL, {
       perMessageDeflate: false,
       handshakeTimeout: 15_000,
+      ...(options.localAddress ? { localAddress: options.localAddress } : {}),
     });
     let live = false;
     let closing = false;

@@ -65,9 +65,9 @@ export function compileServers(): void {
   compiled = true;
 }
 
-/** Starts one of the reference servers in bench/servers/ (raw, baseline or floor). */
+/** Starts one of the reference servers in bench/servers/ (raw, baseline, yoga or floor). */
 export async function startReference(
-  kind: 'raw' | 'baseline' | 'floor',
+  kind: 'raw' | 'baseline' | 'yoga' | 'floor',
   env: NodeJS.ProcessEnv = {},
 ): Promise<ServerUnderTest> {
   const server = await spawnPinned({
@@ -208,6 +208,9 @@ export async function startSwitchboard(
             GRAPHIQL: 'false',
             // The publisher is one user; its per-user rate limit would throttle the fan-out.
             RATE_LIMIT_PUBLISH: 'off',
+            // The 15 000-subscriber phase: 50 connections for each of 300 users, and more.
+            MAX_CONNECTIONS: '40000',
+            MAX_CONNECTIONS_PER_USER: '1000',
             ...(useRedis ? { REDIS_URL, REDIS_PREFIX: redisPrefix } : {}),
             ...options.env,
           },
