@@ -60,7 +60,7 @@ export class Connection implements Binding {
   /** What ends with the connection (domain streams, cleanups); null once closed. */
   #held: Ending[] | null = null;
   readonly #host: ConnectionHost;
-  #wire: Wire;
+  readonly #wire: Wire;
   #corked = false;
   /** The expiry bucket (epoch second) the core filed this connection under, if any. */
   expiryBucket: number | null = null;
@@ -103,16 +103,6 @@ export class Connection implements Binding {
 
   get wire(): Wire {
     return this.#wire;
-  }
-
-  /** Moves the connection to another wire (an SSE reservation when its stream opens). */
-  attach(wire: Wire): void {
-    const pending = this.#wire;
-    this.#wire = wire;
-    if (this.#corked) {
-      this.#corked = false;
-      pending.uncork();
-    }
   }
 
   /**

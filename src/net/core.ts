@@ -36,9 +36,6 @@ export interface ConnectionCoreOptions extends ConnectionLimits {
   onClosed?: (connection: Connection) => void;
 }
 
-/** Why a connection was refused before it opened. */
-export type Refusal = RateLimitedError;
-
 /**
  * The connection core: the only code that holds client connections. Every transport (graphql-ws,
  * graphql-sse, the legacy streams and sockets) opens its connections here and gets the same
