@@ -19,6 +19,7 @@ import {
   observePublishes,
   type PubSub,
   type RedisClients,
+  redisTarget,
 } from './pubsub/index.ts';
 import { schema } from './schema/index.ts';
 import { createContextFactory } from './transport/context.ts';
@@ -109,7 +110,8 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
   });
   let redis: RedisClients | null;
   try {
-    redis = config.REDIS_URL ? await connectRedis(config.REDIS_URL, logger) : null;
+    const target = redisTarget(config);
+    redis = target ? await connectRedis(target, logger) : null;
   } catch (error) {
     await db.close();
     throw error;

@@ -81,6 +81,22 @@ export const SETTINGS = {
     schema: url(['redis', 'rediss']),
     secret: true,
   }),
+  REDIS_CLUSTER_NODES: setting({
+    description:
+      'Seed nodes of a Redis Cluster, `host:port,host:port,...`; set it instead of REDIS_URL to run several instances on a cluster (events travel by sharded pub/sub). When set, REDIS_URL is not used.',
+    schema: z
+      .string()
+      .regex(
+        /^[^\s,:]+:\d{1,5}(,[^\s,:]+:\d{1,5})*$/,
+        'must be a comma-separated list of host:port',
+      )
+      .transform((v) =>
+        v.split(',').map((node) => {
+          const at = node.lastIndexOf(':');
+          return { host: node.slice(0, at), port: Number(node.slice(at + 1)) };
+        }),
+      ),
+  }),
   REDIS_PREFIX: setting({
     description: 'Prefix of every Redis channel and key, so several deployments can share a Redis.',
     schema: z.string().min(1),

@@ -15,6 +15,7 @@ import {
   topic,
 } from '../src/pubsub/index.ts';
 import { requireRedis } from './support/redis.ts';
+import { useStoreBackends } from './support/stores.ts';
 
 const logger = createLogger('silent');
 const WAIT_MS = 5_000;
@@ -67,8 +68,8 @@ const backends: [string, Backend][] = [
       pair: async () => {
         const { url, prefix } = await requireRedis();
         const clients: RedisClients[] = [
-          await connectRedis(url, logger),
-          await connectRedis(url, logger),
+          await connectRedis({ url }, logger),
+          await connectRedis({ url }, logger),
         ];
         const [a, b] = clients.map((c) => createRedisPubSub(c, { prefix, logger })) as [
           PubSub,
@@ -80,7 +81,27 @@ const backends: [string, Backend][] = [
   ],
 ];
 
-describe.each(backends)('pub/sub contract: %s', (_name, backend) => {
+// The pub/sub contract also runs on a Redis Cluster (sharded channels spread over its masters).
+const pubsubBackends: [string, Backend][] = [
+  ...backends,
+  ...useStoreBackends()
+    .filter(([name]) => name === 'cluster')
+    .map(([name, connect]): [string, Backend] => [
+      name,
+      {
+        pair: async () => {
+          const backend = await connect();
+          const second = await backend.connectAgain();
+          const [a, b] = [backend.redis, second].map((clients) =>
+            createRedisPubSub(clients as RedisClients, { prefix: backend.prefix, logger }),
+          ) as [PubSub, PubSub];
+          return [a, b, async () => void (await Promise.all([a.close(), b.close()]))];
+        },
+      },
+    ]),
+];
+
+describe.each(pubsubBackends)('pub/sub contract: %s', (_name, backend) => {
   const cleanups: (() => Promise<void>)[] = [];
   afterEach(async () => {
     for (const cleanup of cleanups.splice(0)) await cleanup();
@@ -163,7 +184,7 @@ describe.each(backends)('pub/sub contract: %s', (_name, backend) => {
 describe('redis pub/sub failures', () => {
   it('rejects a publish it cannot deliver instead of dropping it', async () => {
     const { url, prefix } = await requireRedis();
-    const clients = await connectRedis(url, logger);
+    const clients = await connectRedis({ url }, logger);
     const pubsub = createRedisPubSub(clients, { prefix, logger });
     clients.command.disconnect();
     await expect(pubsub.publish(topic('notify'), envelope('lost'))).rejects.toThrow();
@@ -171,7 +192,7 @@ describe('redis pub/sub failures', () => {
   });
 
   it('refuses to start against an unreachable Redis with a clear error', async () => {
-    await expect(connectRedis('redis://127.0.0.1:1', logger)).rejects.toThrow(/REDIS_URL/);
+    await expect(connectRedis({ url: 'redis://127.0.0.1:1' }, logger)).rejects.toThrow(/REDIS_URL/);
   });
 });
 
@@ -193,7 +214,7 @@ describe.each(backends)('membership: %s', (name, backend) => {
     const redisFor = async () => {
       if (name !== 'redis') return {};
       const { url, prefix } = await requireRedis();
-      const clients = await connectRedis(url, logger);
+      const clients = await connectRedis({ url }, logger);
       cleanups.push(async () => clients.command.disconnect());
       return { redis: { client: clients.command, prefix } };
     };
@@ -239,7 +260,7 @@ describe.each(backends)('membership: %s', (name, backend) => {
 describe('membership of a dead instance', () => {
   it('expires its entries and reports the members gone', async () => {
     const { url, prefix } = await requireRedis();
-    const [c1, c2] = [await connectRedis(url, logger), await connectRedis(url, logger)];
+    const [c1, c2] = [await connectRedis({ url }, logger), await connectRedis({ url }, logger)];
     const p1 = createRedisPubSub(c1, { prefix, logger });
     const p2 = createRedisPubSub(c2, { prefix, logger });
     const ttlMs = 300;

@@ -23,7 +23,7 @@ async function storesOf(kind: 'memory' | 'redis') {
   const redis =
     kind === 'redis'
       ? await requireRedis().then(async ({ url, prefix }) => ({
-          clients: await connectRedis(url, logger),
+          clients: await connectRedis({ url }, logger),
           prefix,
         }))
       : null;

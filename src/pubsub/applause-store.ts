@@ -1,5 +1,5 @@
-import type { Redis } from 'ioredis';
 import { type InlineRate, RATE_CHECK_LUA } from './rate-limits.ts';
+import type { RedisCommands } from './redis.ts';
 
 /**
  * Who applauded when, per meeting, shared by every instance: each instance computes the level
@@ -31,7 +31,7 @@ export interface ApplauseStoreOptions {
   /** How long an applause counts, in milliseconds. */
   windowMs: number;
   /** Redis command connection and key prefix; memory (one instance) when absent. */
-  redis?: { client: Redis; prefix: string };
+  redis?: { client: RedisCommands; prefix: string };
 }
 
 /** One instance: a map per meeting, pruned on reads and by a sweep at most once per window. */
@@ -85,7 +85,11 @@ type AddCommand = (numKeys: number, ...args: (string | number)[]) => Promise<[nu
  * ids scored by their latest applause time. The key expires a window after the last applause,
  * and each read drops entries older than the window.
  */
-function createRedisApplauseStore(client: Redis, prefix: string, windowMs: number): ApplauseStore {
+function createRedisApplauseStore(
+  client: RedisCommands,
+  prefix: string,
+  windowMs: number,
+): ApplauseStore {
   const key = (meetingId: string) => `${prefix}applause:${meetingId}`;
   const ttlMs = Math.ceil(windowMs) + 1_000;
   // EVALSHA with the script cached by Redis, instead of sending the script on every call.

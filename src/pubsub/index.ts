@@ -33,7 +33,15 @@ export {
   type Rate,
   type RateLimitStore,
 } from './rate-limits.ts';
-export { connectRedis, createRedisPubSub, type RedisClients } from './redis.ts';
+export {
+  connectRedis,
+  createRedisPubSub,
+  pingRedis,
+  type RedisClients,
+  type RedisCommands,
+  type RedisTarget,
+  redisTarget,
+} from './redis.ts';
 export {
   type Consumer,
   type Ending,

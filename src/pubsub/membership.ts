@@ -1,6 +1,6 @@
-import type { Redis } from 'ioredis';
 import type { Logger } from '../logger.ts';
 import type { PubSub } from './pubsub.ts';
+import type { RedisCommands } from './redis.ts';
 import type { Subscription, SubscriptionOptions } from './subscription.ts';
 import { topic } from './topics.ts';
 
@@ -44,7 +44,7 @@ export interface MembershipOptions {
   ttlMs: number;
   logger: Logger;
   /** Redis command connection and key prefix; memory (one instance) when absent. */
-  redis?: { client: Redis; prefix: string };
+  redis?: { client: RedisCommands; prefix: string };
 }
 
 type Store = {
@@ -119,7 +119,12 @@ export const encodeKeyPart = (id: string) =>
 const decodeKeyPart = (part: string) =>
   part.replace(/%25|%3A/g, (found) => (found === '%25' ? '%' : ':'));
 
-const redisStore = (client: Redis, prefix: string, instanceId: string, ttlMs: number): Store => {
+const redisStore = (
+  client: RedisCommands,
+  prefix: string,
+  instanceId: string,
+  ttlMs: number,
+): Store => {
   const setKey = (set: string) => `${prefix}m:${encodeKeyPart(set)}`;
   const memberKey = (set: string, member: string) =>
     `${prefix}m:${encodeKeyPart(set)}:${encodeKeyPart(member)}`;

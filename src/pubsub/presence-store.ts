@@ -1,6 +1,6 @@
-import type { Redis } from 'ioredis';
 import type { PresencePingEvent } from './events.ts';
 import { type InlineRate, RATE_CHECK_LUA } from './rate-limits.ts';
+import type { RedisCommands } from './redis.ts';
 
 /** The cached pings of one user: the last of any status, and the last others may see. */
 export interface PresenceSnapshot {
@@ -50,7 +50,7 @@ export interface PresenceStoreOptions {
   /** How long a cached ping lives after it was stored. */
   ttlMs: number;
   /** Redis command connection and key prefix; memory (one instance) when absent. */
-  redis?: { client: Redis; prefix: string } | undefined;
+  redis?: { client: RedisCommands; prefix: string } | undefined;
 }
 
 const visibleToOthers = (ping: PresencePingEvent) => ping.status !== 'INVISIBLE';
@@ -144,7 +144,7 @@ type RecordCommand = (
 
 /** Redis store: `<p>presence:{rate,own,visible}:<userId>`, all with a PX expiry. */
 const redisStore = (
-  client: Redis,
+  client: RedisCommands,
   prefix: string,
   { minIntervalMs, ttlMs }: PresenceStoreOptions,
 ): PresenceStore => {

@@ -61,7 +61,7 @@ type MapRequired<E, T> = E extends T ? unknown : { map: (event: E) => T };
  * a subscriber is not connected is not replayed (durable streams keep their own log in Postgres).
  */
 export interface PubSub {
-  /** `memory` (one instance) or `redis` (every instance sharing REDIS_URL). */
+  /** `memory` (one instance) or `redis` (every instance sharing REDIS_URL or a Redis Cluster). */
   readonly kind: 'memory' | 'redis';
   /** Resolves once the event is handed to every local listener or to Redis; rejects otherwise. */
   publish<K extends EventName>(topic: Topic<K>, payload: EventMap[K]): Promise<void>;
@@ -78,7 +78,10 @@ export interface PubSub {
   listen<K extends EventName>(topic: Topic<K>, handler: (event: EventMap[K]) => void): () => void;
   /** Number of topics this instance listens to (one Redis channel subscription each). */
   topicCount(): number;
-  /** Throws when the backing service does not answer (readiness). */
+  /**
+   * Throws when the backing service does not answer (readiness). Resolves only after every
+   * subscription made before the call is live.
+   */
   ping(): Promise<void>;
   close(): Promise<void>;
 }

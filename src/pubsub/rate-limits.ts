@@ -1,10 +1,10 @@
-import type { Redis } from 'ioredis';
 import {
   type RateLimiterAbstract,
   RateLimiterMemory,
   RateLimiterRedis,
   RateLimiterRes,
 } from 'rate-limiter-flexible';
+import type { RedisCommands } from './redis.ts';
 
 /** A rate: `points` calls per `seconds` (fixed window per key). */
 export interface Rate {
@@ -63,7 +63,7 @@ export interface RateLimitStoreOptions<Op extends string> {
   /** The rate of each operation; null turns its limit off. */
   rates: Record<Op, Rate | null>;
   /** Redis command connection and key prefix; memory (one instance) when absent. */
-  redis?: { client: Redis; prefix: string };
+  redis?: { client: RedisCommands; prefix: string };
 }
 
 /**

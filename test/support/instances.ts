@@ -3,6 +3,7 @@ import { startServer, type TestServer } from './app.ts';
 import { sseClient, wsClient } from './clients.ts';
 import { createTestDatabase } from './postgres.ts';
 import { requireRedis } from './redis.ts';
+import { type RedisCluster, startRedisCluster } from './redis-cluster.ts';
 
 type Env = Record<string, string | undefined>;
 
@@ -26,6 +27,8 @@ export interface Instances extends Clients {
   readonly servers: readonly TestServer[];
   /** DATABASE_URL of the shared database (once started). */
   readonly databaseUrl: string;
+  /** The Redis Cluster the instances share, with `redis: 'cluster'` (once started). */
+  readonly cluster: RedisCluster;
 }
 
 /** Cleanups and client factories; `run` runs (and forgets) the cleanups. */
@@ -76,7 +79,9 @@ function handle(get: () => TestServer | undefined, name: string): TestServer {
 
 /**
  * Registers the hooks of a suite that runs `count` instances on one fresh database and, unless
- * `redis: false`, one Redis with a fresh prefix (how every feature is tested across instances).
+ * `redis: false`, one Redis with a fresh prefix (how every feature is tested across instances);
+ * with `redis: 'cluster'`, a Redis Cluster of its own (three masters with a replica each),
+ * stopped after the servers.
  * beforeAll creates the database and starts the servers with `env` on top (a function gives
  * each instance its own settings); afterAll runs the cleanups and disposes the clients, stops
  * the servers and drops the database. Fails loudly when Postgres or Redis is missing.
@@ -84,23 +89,27 @@ function handle(get: () => TestServer | undefined, name: string): TestServer {
 export function useInstances(
   env: Env | ((index: number) => Env) = {},
   count = 2,
-  { redis = true }: { redis?: boolean } = {},
+  { redis = true }: { redis?: boolean | 'cluster' } = {},
 ): Instances {
   const clients = createClients();
   const started: TestServer[] = [];
   let databaseUrl: string | undefined;
   let dropDb: (() => Promise<void>) | undefined;
+  let cluster: RedisCluster | undefined;
 
   beforeAll(async () => {
     const [db, shared] = await Promise.all([
       createTestDatabase(),
-      redis ? requireRedis() : Promise.resolve(null),
+      redis === true ? requireRedis() : Promise.resolve(null),
     ]);
     databaseUrl = db.url;
     dropDb = db.drop;
-    const base: Env = shared
-      ? { DATABASE_URL: db.url, REDIS_URL: shared.url, REDIS_PREFIX: shared.prefix }
-      : { DATABASE_URL: db.url };
+    let base: Env = { DATABASE_URL: db.url };
+    if (shared) base = { ...base, REDIS_URL: shared.url, REDIS_PREFIX: shared.prefix };
+    if (redis === 'cluster') {
+      cluster = await startRedisCluster();
+      base = { ...base, REDIS_CLUSTER_NODES: cluster.seeds };
+    }
     for (let i = 0; i < count; i++) {
       started.push(await startServer({ ...base, ...(typeof env === 'function' ? env(i) : env) }));
     }
@@ -109,7 +118,7 @@ export function useInstances(
   afterAll(async () => {
     clients.run();
     await Promise.all(started.map((server) => server.stop()));
-    await dropDb?.();
+    await Promise.all([dropDb?.(), cluster?.stop()]);
   });
 
   const servers = Array.from({ length: count }, (_, i) =>
@@ -125,6 +134,10 @@ export function useInstances(
     get databaseUrl() {
       if (databaseUrl === undefined) throw new Error('the test database is not created yet');
       return databaseUrl;
+    },
+    get cluster() {
+      if (cluster === undefined) throw new Error("no Redis Cluster (use { redis: 'cluster' })");
+      return cluster;
     },
   };
 }
