@@ -135,9 +135,12 @@ export function useInstances(
       if (databaseUrl === undefined) throw new Error('the test database is not created yet');
       return databaseUrl;
     },
-    get cluster() {
-      if (cluster === undefined) throw new Error("no Redis Cluster (use { redis: 'cluster' })");
-      return cluster;
-    },
+    // Read lazily, so suites can destructure it while declaring their tests.
+    cluster: new Proxy({} as RedisCluster, {
+      get(_target, key) {
+        if (!cluster) throw new Error("no Redis Cluster started (use { redis: 'cluster' })");
+        return Reflect.get(cluster, key);
+      },
+    }),
   };
 }
