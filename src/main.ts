@@ -44,9 +44,13 @@ async function main(): Promise<void> {
       graphql: `${url}/graphql`,
       database: app.db.embedded ? 'embedded' : 'postgres',
       pubsub: app.pubsub.kind,
+      redis: config.REDIS_CLUSTER_NODES ? 'cluster' : config.REDIS_URL ? 'single' : 'none',
     },
     'switchboard listening',
   );
+  if (config.REDIS_CLUSTER_NODES && config.REDIS_URL) {
+    logger.warn('REDIS_CLUSTER_NODES and REDIS_URL are both set: REDIS_URL is not used');
+  }
   let signals = 0;
   const shutdown = (signal: NodeJS.Signals) => {
     signals += 1;
