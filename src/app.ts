@@ -22,6 +22,7 @@ import {
   redisTarget,
 } from './pubsub/index.ts';
 import { schema } from './schema/index.ts';
+import { createSseReservationStore } from './stores/sse-reservations.ts';
 import { createContextFactory } from './transport/context.ts';
 import { createDemo, isDemoPath } from './transport/demo.ts';
 import { createFanout, type Fanout } from './transport/fanout.ts';
@@ -202,6 +203,15 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     maxSubscriptions: config.MAX_SUBSCRIPTIONS_PER_CONNECTION,
     reservationTimeoutMs: config.SSE_RESERVATION_TIMEOUT_MS,
     onLimit,
+    // Shared by every instance on one Redis: PUT, GET and POST may reach different instances.
+    store: createSseReservationStore(
+      redis ? { redis: { client: redis.command, prefix: config.REDIS_PREFIX } } : {},
+    ),
+    pubsub,
+    instanceId: services.instanceId,
+    forwardTimeoutMs: config.SSE_FORWARD_TIMEOUT_MS,
+    leaseMs: config.INSTANCE_TTL_MS,
+    logger,
   });
   const legacy = createLegacyRoutes({
     config,
@@ -323,6 +333,7 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
         if ('closeIdleConnections' in server) server.closeIdleConnections();
         await Promise.race([closed, deadline]);
         if ('closeAllConnections' in server) server.closeAllConnections();
+        sse.close();
         await services.stop();
         await Promise.allSettled([db.close(), pubsub.close()]);
       })();

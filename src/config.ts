@@ -221,9 +221,15 @@ export const SETTINGS = {
     schema: positiveInt,
     default: '15000',
   }),
+  SSE_FORWARD_TIMEOUT_MS: setting({
+    description:
+      'How long an instance waits for the instance that holds a graphql-sse single-connection stream or reservation to answer a request it forwarded: an operation (POST) or stop (DELETE) then gets 503 UNAVAILABLE; a stream (GET) opens without what the reserving instance held.',
+    schema: positiveInt,
+    default: '3000',
+  }),
   INSTANCE_TTL_MS: setting({
     description:
-      'How long the shared entries of an instance (present users, open connections) outlive it when it dies.',
+      'How long the shared entries of an instance (present users, open connections, graphql-sse streams) outlive it when it dies.',
     schema: positiveInt,
     default: '15000',
   }),

@@ -111,6 +111,17 @@ export class ResponseWire implements Wire {
     return this.#res ? this.#res.writableLength : this.#heldBytes;
   }
 
+  /**
+   * Takes what was written before `open`, as text (frames are UTF-8), leaving nothing held:
+   * for a stream that opens on another instance than the one that held its first frames.
+   */
+  takeHeld(): string {
+    const held = this.#held;
+    this.#held = [];
+    this.#heldBytes = 0;
+    return held.map((data) => (typeof data === 'string' ? data : data.toString('utf8'))).join('');
+  }
+
   write(data: string | Buffer): void {
     const res = this.#res;
     if (res === null) {

@@ -41,6 +41,15 @@ export interface EventMap {
   dropUser: DropUserCommand;
   /** One instance's answer to a dropUser request, on `topic('dropUserReply', requesterId)`. */
   dropUserReply: DropUserReply;
+  /**
+   * A request for the instance that owns a graphql-sse single-connection reservation, on
+   * `topic('sseCommand', ownerId)`: run or stop an operation posted to another instance, or
+   * hand the reservation over to the instance that opened its stream. Answered once on
+   * `topic('sseReply', requesterId)`; at most once, so the requester waits a bounded time.
+   */
+  sseCommand: SseCommand;
+  /** The answer to an `sseCommand`, on `topic('sseReply', requesterId)`. */
+  sseReply: SseReply;
 }
 
 export type EventName = keyof EventMap;
@@ -110,3 +119,48 @@ export interface DropUserReply {
   instanceId: string;
   closed: number;
 }
+
+/** An operation as a graphql-sse client posts it (plain JSON). */
+export interface SseOperationParams {
+  query: string;
+  variables?: Record<string, unknown> | null | undefined;
+  operationName?: string | null | undefined;
+  extensions?: Record<string, unknown> | null | undefined;
+}
+
+/** Where a forwarded request came from, for the owner's logs. */
+export interface SseRequestInfo {
+  ip: string | null;
+  userAgent: string | null;
+}
+
+/** One operation that runs on a reservation, as a hand-over carries it. */
+export interface SseHandedOperation {
+  id: string;
+  params: SseOperationParams;
+  info: SseRequestInfo;
+}
+
+/**
+ * What the owner of reservation `token` is asked. `operate` and `stop` come from an instance
+ * that took a POST or DELETE and checked the caller (`userId`) against the reservation; the
+ * owner checks it again against its stream. `handOver` comes from the instance that opened the
+ * reservation's stream.
+ */
+export type SseCommand = { requestId: string; requesterId: string; token: string } & (
+  | { kind: 'operate'; userId: string | null; params: SseOperationParams; info: SseRequestInfo }
+  | { kind: 'stop'; userId: string | null; operationId: string }
+  | { kind: 'handOver' }
+);
+
+/**
+ * The owner's answer: the HTTP status and JSON body the requester answers with (`done`); the
+ * reservation is no longer here (`moved`: the requester asks the store again); or what the
+ * reservation held before its stream opened elsewhere (`handedOver`: the events not yet sent,
+ * and the operations still running, to be started again on the stream).
+ */
+export type SseReply = { requestId: string } & (
+  | { kind: 'done'; status: number; body: unknown }
+  | { kind: 'moved' }
+  | { kind: 'handedOver'; frames: string; operations: SseHandedOperation[] }
+);

@@ -3,14 +3,24 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Authenticator, Viewer } from '../auth/index.ts';
 import { CloseCode } from '../close-codes.ts';
 import { isAppError, RateLimitedError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
 import type { Connection } from '../net/connection.ts';
 import type { ConnectionCore } from '../net/core.ts';
 import { ResponseWire } from '../net/wires.ts';
+import type { SseCommand, SseHandedOperation, SseRequestInfo } from '../pubsub/events.ts';
+import type { PubSub } from '../pubsub/index.ts';
+import type { SseClaim, SseReservationStore } from '../stores/sse-reservations.ts';
 import { authError, requestInfo } from './context.ts';
 import { encodeFrame, type OperationSink, type Running } from './fanout.ts';
 import { tooManySubscriptions } from './graphql-ws.ts';
 import { BodyTooLarge, readBody, sendJson } from './http.ts';
-import { isRefused, type OperationParams, type OperationRunner } from './operation.ts';
+import {
+  isRefused,
+  type OperationParams,
+  type OperationRunner,
+  type Started,
+} from './operation.ts';
+import { createSseForwarding, type SseAnswer, type SseRequest } from './sse-forward.ts';
 
 export interface SseOptions {
   operations: OperationRunner;
@@ -26,9 +36,29 @@ export interface SseOptions {
   reservationTimeoutMs: number;
   /** Told about each refused stream or operation (logs and metrics). */
   onLimit: (limit: string, userId: string | null) => void;
+  /** Reservations shared by every instance (memory for one instance). */
+  store: SseReservationStore;
+  /** Carries requests to the instance that owns a reservation, and their answers. */
+  pubsub: PubSub;
+  /** This instance, as the store and the other instances name it. */
+  instanceId: string;
+  /**
+   * How long a request forwarded to the instance owning a reservation waits for its answer
+   * (SSE_FORWARD_TIMEOUT_MS): a POST or DELETE then gets 503, a GET opens the stream without
+   * what the reserving instance held.
+   */
+  forwardTimeoutMs: number;
+  /**
+   * How long the store keeps an open stream's entry without renewal (INSTANCE_TTL_MS): the
+   * entries of an instance that died expire after it. Renewed every third of it.
+   */
+  leaseMs: number;
+  logger: Logger;
 }
 
 const STREAM_TOKEN_HEADER = 'x-graphql-event-stream-token';
+/** The reservation tokens this server makes (UUIDs); no other is looked up. */
+const TOKEN_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 /** Our auth tokens (JWTs) have dots; reservation tokens (UUIDs) never do. */
 const isJwt = (value: string) => value.split('.').length === 3;
 
@@ -50,15 +80,47 @@ export function isSseRequest(req: IncomingMessage): boolean {
   );
 }
 
-/** A reserved stream of single-connection mode: a connection whose wire opens on GET. */
+/** An operation of a reserved stream: what runs, and what started it (for a hand-over). */
+interface StreamOperation {
+  /** Null while it is being started. */
+  running: Running | null;
+  params: OperationParams;
+  info: SseRequestInfo;
+}
+
+/**
+ * A reservation this instance owns: a registered connection whose wire opens on GET. Made here
+ * by a PUT, or claimed here by a GET that found it reserved on another instance.
+ */
 interface Reservation {
+  token: string;
   connection: Connection;
   wire: ResponseWire;
-  /** Running operations by their client-chosen id; null while one is being started. */
-  operations: Map<string, Running | null>;
-  /** When an unopened reservation is dropped (epoch ms); null once its stream is open. */
+  /** Operations by their client-chosen id. */
+  operations: Map<string, StreamOperation>;
+  /** Operations being started; a hand-over waits for them. */
+  starting: Set<Promise<unknown>>;
+  /** When an unopened reservation is dropped (epoch ms); null once a GET took it. */
   deadline: number | null;
+  /** A GET took it, here or on another instance: no second stream may. */
+  claimed: boolean;
+  /** Resolves once what another instance handed over runs here (at once for a PUT made here). */
+  ready: Promise<void>;
+  /** Its stream opened on another instance: requests go there, the store entry is not ours. */
+  moving: boolean;
 }
+
+/** What an HTTP request on a reservation is answered with, here or by a forwarded request. */
+interface Outcome {
+  status: number;
+  /** The JSON body; null for none (202, 200). */
+  body: unknown;
+}
+
+/** The reservation is no longer on the instance asked: ask the store where it went. */
+const MOVED = Symbol('moved');
+/** How often a request follows a reservation that moved before it gives up (404). */
+const MAX_HOPS = 3;
 
 const SSE_HEADERS = {
   'content-type': 'text/event-stream; charset=utf-8',
@@ -132,14 +194,36 @@ class Refusal extends Error {
  * SSE_RESERVATION_TIMEOUT_MS), GET opens it, operations are POSTed with the stream token and
  * stopped with DELETE. Every operation runs as the stream's identity (a request of another
  * identity is refused, FORBIDDEN) and goes through the fan-out into the stream's bounded wire,
- * also before the stream is open. Reserved streams live in the instance that made them.
+ * also before the stream is open.
+ *
+ * No request of a reservation needs the instance of another: the reservation store tells every
+ * instance whose a reservation is and which instance owns it. Its owner is the instance of the
+ * PUT until a stream opens, then the instance of the stream. A POST or DELETE that reaches
+ * another instance is checked there (token, identity, body) and forwarded to the owner through
+ * pub/sub, which decides the answer (202, 409, 429, 400...); no answer within
+ * SSE_FORWARD_TIMEOUT_MS is a 503. A GET on another instance than the PUT's claims the
+ * reservation and asks the reserving instance to hand it over: the events its operations
+ * produced so far, and the operations still running, which start again on the stream (events
+ * between the two are lost, at most once). The reserving instance then closes its reservation
+ * connection.
  */
 export function createSseServer(options: SseOptions) {
-  const { operations, auth, core } = options;
+  const { operations, auth, core, store, instanceId, logger } = options;
+  /** The reservations this instance owns, by token. */
   const reservations = new Map<string, Reservation>();
   /** Unopened reservations in the order they were made (so their deadlines are in order too). */
   const unopened = new Map<string, Reservation>();
   let sweep: NodeJS.Timeout | null = null;
+  /** Streams open here whose store entries this instance keeps alive. */
+  const leased = new Set<string>();
+  let renewal: NodeJS.Timeout | null = null;
+  const forwarding = createSseForwarding({
+    pubsub: options.pubsub,
+    instanceId,
+    timeoutMs: options.forwardTimeoutMs,
+    logger,
+    answer,
+  });
 
   function sweepReservations() {
     const now = Date.now();
@@ -152,6 +236,23 @@ export function createSseServer(options: SseOptions) {
       clearInterval(sweep);
       sweep = null;
     }
+  }
+
+  function lease(token: string) {
+    leased.add(token);
+    if (renewal) return;
+    renewal = setInterval(() => {
+      store.renew([...leased], options.leaseMs).catch((error: unknown) => {
+        logger.warn({ err: error }, 'sse reservation renewal failed');
+      });
+    }, options.leaseMs / 3);
+    renewal.unref();
+  }
+
+  function unlease(token: string) {
+    if (!leased.delete(token) || leased.size > 0 || !renewal) return;
+    clearInterval(renewal);
+    renewal = null;
   }
 
   async function viewerOf(req: IncomingMessage): Promise<Viewer | null> {
@@ -233,15 +334,200 @@ export function createSseServer(options: SseOptions) {
     return raw as unknown as OperationParams;
   }
 
-  /** The reservation a request names, checked against the request's identity. */
-  function reservationOf(req: IncomingMessage, viewer: Viewer | null): Reservation {
-    const token = streamToken(req);
-    const reservation = token === null ? undefined : reservations.get(token);
-    if (!reservation) throw new Refusal(404, 'Stream not found');
-    if ((reservation.connection.viewer?.userId ?? null) !== (viewer?.userId ?? null)) {
-      throw new Refusal(403, 'This stream belongs to another identity', 'FORBIDDEN');
+  const notFound = () => new Refusal(404, 'Stream not found');
+  const forbidden = () => new Refusal(403, 'This stream belongs to another identity', 'FORBIDDEN');
+  const userOf = (reservation: Reservation) => reservation.connection.viewer?.userId ?? null;
+
+  /**
+   * Where the requests of reservation `token` of `userId` go: a reservation of this instance, or
+   * the instance that owns it (the store says). 404 without one, 403 for another identity.
+   */
+  async function locate(
+    token: string | null,
+    userId: string | null,
+  ): Promise<Reservation | { owner: string }> {
+    // Ours are UUIDs: anything else is no reservation (and never becomes a Redis key).
+    if (token === null || !TOKEN_SHAPE.test(token)) throw notFound();
+    const local = reservations.get(token);
+    if (local) {
+      if (userOf(local) !== userId) throw forbidden();
+      return local;
     }
-    return reservation;
+    const route = await store.route(token);
+    if (!route) throw notFound();
+    if (route.userId !== userId) throw forbidden();
+    return { owner: route.owner };
+  }
+
+  /**
+   * Runs `here` on the reservation where it is, or asks its owner; follows a reservation that
+   * moved (its stream opened elsewhere) at most MAX_HOPS times.
+   */
+  async function dispatch(
+    token: string,
+    userId: string | null,
+    first: Reservation | { owner: string },
+    here: (reservation: Reservation) => Promise<Outcome | typeof MOVED>,
+    request: SseRequest,
+  ): Promise<Outcome> {
+    let target = first;
+    for (let hop = 1; ; hop++) {
+      const outcome = 'owner' in target ? await remote(target.owner, request) : await here(target);
+      if (outcome !== MOVED) return outcome;
+      if (hop >= MAX_HOPS) throw notFound();
+      target = await locate(token, userId);
+    }
+  }
+
+  async function remote(owner: string, request: SseRequest): Promise<Outcome | typeof MOVED> {
+    const answer = await forwarding.ask(owner, request);
+    if (answer === null) {
+      return {
+        status: 503,
+        body: errorBody('The instance holding this stream did not answer; retry', 'UNAVAILABLE'),
+      };
+    }
+    if (answer.kind === 'moved') return MOVED;
+    if (answer.kind === 'done') return { status: answer.status, body: answer.body };
+    throw new Error(`unexpected answer ${answer.kind} to ${request.kind}`);
+  }
+
+  /** Answers a request forwarded by another instance. */
+  async function answer(command: SseCommand): Promise<SseAnswer> {
+    if (command.kind === 'handOver') return handOver(command.token);
+    const reservation = reservations.get(command.token);
+    const outcome = !reservation
+      ? MOVED
+      : command.kind === 'operate'
+        ? await operateOn(reservation, command.userId, command.params, command.info)
+        : await stopOn(reservation, command.userId, command.operationId);
+    return outcome === MOVED ? { kind: 'moved' } : { kind: 'done', ...outcome };
+  }
+
+  /** Registers a reservation owned here: it ends with its connection. */
+  function register(reservation: Reservation) {
+    const { token, connection } = reservation;
+    reservations.set(token, reservation);
+    connection.hold({
+      end: () => {
+        if (reservations.get(token) === reservation) reservations.delete(token);
+        unopened.delete(token);
+        unlease(token);
+        const running = [...reservation.operations.values()];
+        reservation.operations.clear();
+        for (const operation of running) operation.running?.stop();
+        // Once handed over, the entry belongs to the instance of the stream.
+        if (reservation.moving) return;
+        store.release(token, instanceId).catch((error: unknown) => {
+          logger.warn({ err: error }, 'sse reservation release failed');
+        });
+      },
+    });
+  }
+
+  /** Starts an operation on a reservation of this instance; its answer. */
+  async function operateOn(
+    reservation: Reservation,
+    userId: string | null,
+    params: OperationParams,
+    info: SseRequestInfo,
+  ): Promise<Outcome | typeof MOVED> {
+    await reservation.ready;
+    if (reservation.moving) return MOVED;
+    if (userOf(reservation) !== userId) return refusal(forbidden());
+    const id = params.extensions?.['operationId'];
+    if (typeof id !== 'string' || id === '')
+      return refusal(new Refusal(400, 'Operation ID is missing'));
+    if (reservation.operations.has(id)) {
+      return refusal(new Refusal(409, 'Operation with ID already exists'));
+    }
+    if (reservation.operations.size >= options.maxSubscriptions) {
+      options.onLimit('subscriptionsPerConnection', userId);
+      const error = tooManySubscriptions(options.maxSubscriptions);
+      return { status: 429, body: { errors: [error.toJSON()] } };
+    }
+    const started = await start(reservation, id, params, info);
+    if (isRefused(started)) {
+      return { status: 400, body: { errors: started.errors.map((e) => e.toJSON()) } };
+    }
+    return { status: 202, body: null };
+  }
+
+  /**
+   * Starts operation `id` on `reservation` (the caller checked the limits) and records it while
+   * it runs; a hand-over waits for it.
+   */
+  async function start(
+    reservation: Reservation,
+    id: string,
+    params: OperationParams,
+    info: SseRequestInfo,
+  ): Promise<Started> {
+    const { connection, operations: running } = reservation;
+    const operation: StreamOperation = { running: null, params, info };
+    running.set(id, operation);
+    const sink = new ReservedStreamEvents(reservation, id);
+    const starting = operations.start(connection, { transport: 'sse', ...info }, params, sink);
+    reservation.starting.add(starting);
+    let started: Started;
+    try {
+      started = await starting;
+    } finally {
+      reservation.starting.delete(starting);
+    }
+    if (isRefused(started)) {
+      if (running.get(id) === operation) running.delete(id);
+      return started;
+    }
+    // Not stopped (DELETE), completed or closed meanwhile.
+    if (running.get(id) === operation && !connection.closed) operation.running = started;
+    else started.stop();
+    return started;
+  }
+
+  /** Stops an operation of a reservation of this instance. */
+  async function stopOn(
+    reservation: Reservation,
+    userId: string | null,
+    id: string,
+  ): Promise<Outcome | typeof MOVED> {
+    await reservation.ready;
+    // Until the hand-over took its operations, stopping one here keeps it from moving.
+    if (reservation.moving && reservation.connection.closed) return MOVED;
+    if (userOf(reservation) !== userId) return refusal(forbidden());
+    const operation = reservation.operations.get(id);
+    reservation.operations.delete(id);
+    operation?.running?.stop();
+    return { status: 200, body: null };
+  }
+
+  /**
+   * The stream of a reservation made here opened on another instance: waits for operations
+   * being started, then gives away the events not yet sent and the operations still running,
+   * and closes the reservation here (its count, its operations).
+   */
+  async function handOver(token: string): Promise<SseAnswer> {
+    const reservation = reservations.get(token);
+    const nothing: SseAnswer = { kind: 'handedOver', frames: '', operations: [] };
+    if (!reservation || reservation.moving) return nothing;
+    reservation.moving = true;
+    reservation.claimed = true;
+    unopened.delete(token);
+    reservations.delete(token);
+    // No operation starts here any more (`moving`); those under way finish first.
+    await Promise.allSettled([...reservation.starting]);
+    const { connection, wire } = reservation;
+    if (connection.closed) return nothing;
+    const frames = wire.takeHeld();
+    const handed: SseHandedOperation[] = [];
+    for (const [id, operation] of reservation.operations) {
+      if (!operation.running) continue;
+      handed.push({ id, params: operation.params, info: operation.info });
+      operation.running.stop();
+    }
+    reservation.operations.clear();
+    connection.close(CloseCode.Normal, 'stream opened on another instance');
+    return { kind: 'handedOver', frames, operations: handed };
   }
 
   function respondHeaders(req: IncomingMessage, res: ServerResponse) {
@@ -261,23 +547,31 @@ export function createSseServer(options: SseOptions) {
     const wire = new ResponseWire(options.keepAliveMs, ':\n\n');
     const connection = open(viewer, wire);
     const token = randomUUID();
+    try {
+      await store.reserve(
+        token,
+        { userId: viewer?.userId ?? null, instanceId },
+        options.reservationTimeoutMs,
+      );
+    } catch (error) {
+      connection.close(CloseCode.Normal, 'reservation not stored');
+      throw error;
+    }
     const reservation: Reservation = {
+      token,
       connection,
       wire,
       operations: new Map(),
+      starting: new Set(),
       deadline: Date.now() + options.reservationTimeoutMs,
+      claimed: false,
+      ready: Promise.resolve(),
+      moving: false,
     };
-    reservations.set(token, reservation);
+    register(reservation);
+    // Dropped (dropUser, shutdown) while the store wrote it: it is gone again.
+    if (connection.closed) throw new Refusal(503, 'The reservation was closed at once; retry');
     unopened.set(token, reservation);
-    connection.hold({
-      end: () => {
-        reservations.delete(token);
-        unopened.delete(token);
-        const running = [...reservation.operations.values()];
-        reservation.operations.clear();
-        for (const operation of running) operation?.stop();
-      },
-    });
     sweep ??= setInterval(sweepReservations, Math.min(1000, options.reservationTimeoutMs));
     sweep.unref();
     res.writeHead(201, { 'content-type': 'text/plain; charset=utf-8' });
@@ -287,54 +581,139 @@ export function createSseServer(options: SseOptions) {
   /** GET with a reservation token: opens the reserved stream and writes what it held. */
   async function openReserved(req: IncomingMessage, res: ServerResponse) {
     const viewer = await viewerOf(req);
-    const reservation = reservationOf(req, viewer);
-    if (reservation.wire.opened) throw new Refusal(409, 'Stream already open');
-    const token = streamToken(req) as string;
+    const userId = viewer?.userId ?? null;
+    const token = streamToken(req);
+    if (token === null || !TOKEN_SHAPE.test(token)) throw notFound();
+    const local = reservations.get(token);
+    if (!local) return openClaimed(req, res, viewer, token);
+    if (userOf(local) !== userId) throw forbidden();
+    if (local.claimed || local.wire.opened) throw new Refusal(409, 'Stream already open');
+    local.claimed = true;
+    const claim = await store.claim(token, { userId, instanceId }, options.leaseMs);
+    // Taken by a GET on another instance meanwhile (the hand-over is on its way), or expired.
+    if (claim.status === 'open') throw new Refusal(409, 'Stream already open');
+    if (claim.status !== 'claimed' || local.connection.closed) throw notFound();
     unopened.delete(token);
-    reservation.deadline = null;
+    local.deadline = null;
+    lease(token);
     respondHeaders(req, res);
-    res.once('close', () => reservation.connection.gone());
-    reservation.wire.open(res);
+    res.once('close', () => local.connection.gone());
+    local.wire.open(res);
+  }
+
+  /**
+   * GET with the token of a reservation another instance made: opens a connection here, claims
+   * the reservation for it and takes over what the reserving instance held.
+   */
+  async function openClaimed(
+    req: IncomingMessage,
+    res: ServerResponse,
+    viewer: Viewer | null,
+    token: string,
+  ) {
+    const userId = viewer?.userId ?? null;
+    const wire = new ResponseWire(options.keepAliveMs, ':\n\n');
+    const connection = open(viewer, wire);
+    let claim: SseClaim;
+    try {
+      claim = await store.claim(token, { userId, instanceId }, options.leaseMs);
+    } catch (error) {
+      connection.close(CloseCode.Normal, 'reservation not claimed');
+      throw error;
+    }
+    if (claim.status !== 'claimed') {
+      connection.close(CloseCode.Normal, 'reservation not claimed');
+      if (claim.status === 'forbidden') throw forbidden();
+      if (claim.status === 'open') throw new Refusal(409, 'Stream already open');
+      throw notFound();
+    }
+    let handedOver = () => {};
+    const reservation: Reservation = {
+      token,
+      connection,
+      wire,
+      operations: new Map(),
+      starting: new Set(),
+      deadline: null,
+      claimed: true,
+      // Requests that reach this instance before the hand-over wait for it (order, ids).
+      ready: new Promise<void>((resolve) => {
+        handedOver = resolve;
+      }),
+      moving: false,
+    };
+    register(reservation);
+    lease(token);
+    let gone = false;
+    res.once('close', () => {
+      gone = true;
+      connection.gone();
+    });
+    try {
+      if (claim.reservedBy !== instanceId) await takeOver(reservation, claim.reservedBy);
+    } finally {
+      handedOver();
+    }
+    if (gone) return;
+    respondHeaders(req, res);
+    wire.open(res);
+  }
+
+  /** Asks the reserving instance for what it held and runs it on `reservation`. */
+  async function takeOver(reservation: Reservation, reservedBy: string) {
+    const answer = await forwarding.ask(reservedBy, { kind: 'handOver', token: reservation.token });
+    if (answer?.kind !== 'handedOver') {
+      // It died or did not answer in time: the stream opens without what it held.
+      logger.warn({ reservedBy }, 'sse reservation not handed over');
+      return;
+    }
+    const { connection } = reservation;
+    if (connection.closed) return;
+    if (answer.frames) connection.send(answer.frames);
+    for (const { id, params, info } of answer.operations) {
+      start(reservation, id, params, info).catch((error: unknown) => {
+        logger.error({ err: error }, 'sse operation not started again');
+      });
+    }
   }
 
   /** POST with a reservation token: runs an operation on the reserved stream. */
   async function operate(req: IncomingMessage, res: ServerResponse) {
     const viewer = await viewerOf(req);
-    const reservation = reservationOf(req, viewer);
+    const userId = viewer?.userId ?? null;
+    const token = streamToken(req);
+    const target = await locate(token, userId);
     const params = await paramsOf(req);
     const id = params.extensions?.['operationId'];
     if (typeof id !== 'string' || id === '') throw new Refusal(400, 'Operation ID is missing');
-    const { connection, operations: running } = reservation;
-    if (running.has(id)) throw new Refusal(409, 'Operation with ID already exists');
-    if (running.size >= options.maxSubscriptions) {
-      options.onLimit('subscriptionsPerConnection', viewer?.userId ?? null);
-      const error = tooManySubscriptions(options.maxSubscriptions);
-      return sendJson(res, 429, { errors: [error.toJSON()] });
-    }
-    running.set(id, null);
-    const sink = new ReservedStreamEvents(reservation, id);
-    const started = await operations.start(connection, requestInfo(req, 'sse'), params, sink);
-    if (isRefused(started)) {
-      running.delete(id);
-      return sendJson(res, 400, { errors: started.errors.map((e) => e.toJSON()) });
-    }
-    if (running.get(id) === null && !connection.closed) running.set(id, started);
-    else started.stop();
-    res.writeHead(202);
-    res.end();
+    const info = requestInfo(req, 'sse');
+    const from: SseRequestInfo = { ip: info.ip, userAgent: info.userAgent };
+    const outcome = await dispatch(
+      token as string,
+      userId,
+      target,
+      (reservation) => operateOn(reservation, userId, params, from),
+      { kind: 'operate', token: token as string, userId, params, info: from },
+    );
+    answerWith(res, outcome);
   }
 
   /** DELETE with a reservation token and `?operationId=`: stops that operation. */
   async function stop(req: IncomingMessage, res: ServerResponse) {
     const viewer = await viewerOf(req);
-    const reservation = reservationOf(req, viewer);
+    const userId = viewer?.userId ?? null;
+    const token = streamToken(req);
+    const target = await locate(token, userId);
     const id = new URL(req.url ?? '/', 'http://localhost').searchParams.get('operationId');
     if (!id) throw new Refusal(400, 'Operation ID is missing');
-    const operation = reservation.operations.get(id);
-    reservation.operations.delete(id);
-    operation?.stop();
-    res.writeHead(200);
-    res.end();
+    const outcome = await dispatch(
+      token as string,
+      userId,
+      target,
+      (reservation) => stopOn(reservation, userId, id),
+      { kind: 'stop', token: token as string, userId, operationId: id },
+    );
+    answerWith(res, outcome);
   }
 
   /** A stream of its own for one operation (distinct connections mode). */
@@ -379,5 +758,25 @@ export function createSseServer(options: SseOptions) {
         sendJson(res, error.status, errorBody(error.message, error.code));
       }
     },
+
+    /** Stops answering other instances and the timers (shutdown, after the connections closed). */
+    close(): void {
+      forwarding.close();
+      if (sweep) clearInterval(sweep);
+      if (renewal) clearInterval(renewal);
+      sweep = null;
+      renewal = null;
+    },
   };
+}
+
+/** A refusal as an answer (for a request that may have come from another instance). */
+function refusal(error: Refusal): Outcome {
+  return { status: error.status, body: errorBody(error.message, error.code) };
+}
+
+function answerWith(res: ServerResponse, outcome: Outcome) {
+  if (outcome.body !== null) return sendJson(res, outcome.status, outcome.body);
+  res.writeHead(outcome.status);
+  res.end();
 }
