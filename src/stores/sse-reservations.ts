@@ -1,7 +1,4 @@
-import type { RedisClients } from '../pubsub/index.ts';
-
-/** The Redis command client the store runs on. */
-type RedisCommands = RedisClients['command'];
+import type { RedisCommands } from '../pubsub/index.ts';
 
 /** Where the requests of a graphql-sse single-connection reservation go, and whose it is. */
 export interface SseRoute {
