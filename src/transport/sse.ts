@@ -589,7 +589,14 @@ export function createSseServer(options: SseOptions) {
     if (userOf(local) !== userId) throw forbidden();
     if (local.claimed || local.wire.opened) throw new Refusal(409, 'Stream already open');
     local.claimed = true;
-    const claim = await store.claim(token, { userId, instanceId }, options.leaseMs);
+    let claim: SseClaim;
+    try {
+      claim = await store.claim(token, { userId, instanceId }, options.leaseMs);
+    } catch (error) {
+      // The store did not answer: the client may try again.
+      local.claimed = false;
+      throw error;
+    }
     // Taken by a GET on another instance meanwhile (the hand-over is on its way), or expired.
     if (claim.status === 'open') throw new Refusal(409, 'Stream already open');
     if (claim.status !== 'claimed' || local.connection.closed) throw notFound();
