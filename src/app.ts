@@ -203,7 +203,7 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     maxSubscriptions: config.MAX_SUBSCRIPTIONS_PER_CONNECTION,
     reservationTimeoutMs: config.SSE_RESERVATION_TIMEOUT_MS,
     onLimit,
-    // Shared by every instance on one Redis: PUT, GET and POST may reach different instances.
+    // Shared by every instance through Redis: PUT, GET and POST may reach different instances.
     store: createSseReservationStore(
       redis ? { redis: { client: redis.command, prefix: config.REDIS_PREFIX } } : {},
     ),

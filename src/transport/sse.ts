@@ -197,7 +197,7 @@ class Refusal extends Error {
  * also before the stream is open.
  *
  * No request of a reservation needs the instance of another: the reservation store tells every
- * instance whose a reservation is and which instance owns it. Its owner is the instance of the
+ * instance whose each reservation is and which instance owns it. Its owner is the instance of the
  * PUT until a stream opens, then the instance of the stream. A POST or DELETE that reaches
  * another instance is checked there (token, identity, body) and forwarded to the owner through
  * pub/sub, which decides the answer (202, 409, 429, 400...); no answer within
