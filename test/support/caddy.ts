@@ -1,10 +1,11 @@
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll } from 'vitest';
 import { WAIT_MS } from './clients.ts';
 
@@ -49,6 +50,19 @@ export function requireCaddy(): string {
     "Caddy is required for this test and is not on PATH. Install Debian's package: " +
       'apt-get update && apt-get install -y --no-install-recommends caddy (.ci/run does this)',
   );
+}
+
+/**
+ * The JSON config Caddy makes of the repository's Caddyfile (`caddy adapt`), with only `env`
+ * (and PATH) in its environment: without SWITCHBOARD_* variables, the Caddyfile's defaults.
+ */
+export async function adaptCaddyfile(env: Record<string, string> = {}): Promise<unknown> {
+  const { stdout } = await promisify(execFile)(
+    requireCaddy(),
+    ['adapt', '--config', CADDYFILE, '--adapter', 'caddyfile'],
+    { env: { PATH: process.env['PATH'] ?? '', ...env }, timeout: WAIT_MS },
+  );
+  return JSON.parse(stdout) as unknown;
 }
 
 /** A TCP port that was free on 127.0.0.1 a moment ago. */
