@@ -6,7 +6,7 @@ import { type Authenticator, createAuthenticator } from './auth/index.ts';
 import { CloseCode } from './close-codes.ts';
 import type { Config } from './config.ts';
 import { type Database, openDatabase } from './db/index.ts';
-import { createServices, type Services } from './domain/index.ts';
+import type { Services } from './domain/index.ts';
 import { createLegacyRoutes, matchRoute } from './legacy/index.ts';
 import type { Logger } from './logger.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
@@ -22,6 +22,7 @@ import {
   redisTarget,
 } from './pubsub/index.ts';
 import { schema } from './schema/index.ts';
+import { createServices } from './services.ts';
 import { createSseReservationStore } from './stores/sse-reservations.ts';
 import { createContextFactory } from './transport/context.ts';
 import { createDemo, isDemoPath } from './transport/demo.ts';

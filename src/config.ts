@@ -98,8 +98,12 @@ export const SETTINGS = {
       ),
   }),
   REDIS_PREFIX: setting({
-    description: 'Prefix of every Redis channel and key, so several deployments can share a Redis.',
-    schema: z.string().min(1),
+    description:
+      'Prefix of every Redis channel and key, so several deployments can share a Redis. No braces: the keys carry their own cluster hash tags (`{...}`).',
+    schema: z
+      .string()
+      .min(1)
+      .regex(/^[^{}]*$/, 'must not contain { or } (keys carry their own cluster hash tags)'),
     default: 'switchboard:',
   }),
   AUTH_TOKEN_KEY: setting({
@@ -455,7 +459,8 @@ export const SETTINGS = {
     default: '200/10s',
   }),
   RATE_LIMIT_APPLAUSE: setting({
-    description: 'Per-user rate of sendApplause (GraphQL, ICC, OS3), as RATE_LIMIT_PUBLISH.',
+    description:
+      "Rate of sendApplause (GraphQL, ICC, OS3) per user and meeting, as RATE_LIMIT_PUBLISH (counted beside the meeting's applause, so one Redis script checks and records a call).",
     schema: rateLimit,
     default: '50/10s',
   }),

@@ -2,12 +2,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../src/logger.ts';
 import {
   connectRedis,
-  createMembership,
   createMemoryPubSub,
   createRedisPubSub,
   type Ending,
-  type Membership,
-  type MembershipChange,
   type NotifyEnvelope,
   type Owner,
   type PubSub,
@@ -202,97 +199,3 @@ async function waitForTopic(pubsub: PubSub, count: number) {
   expect(pubsub.topicCount()).toBe(count);
   await pubsub.ping();
 }
-
-describe.each(backends)('membership: %s', (name, backend) => {
-  const cleanups: (() => Promise<void>)[] = [];
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0)) await cleanup();
-  });
-
-  async function instances(ttlMs = 60_000): Promise<[Membership, Membership, PubSub]> {
-    const [a, b, close] = await backend.pair();
-    const redisFor = async () => {
-      if (name !== 'redis') return {};
-      const { url, prefix } = await requireRedis();
-      const clients = await connectRedis({ url }, logger);
-      cleanups.push(async () => clients.command.disconnect());
-      return { redis: { client: clients.command, prefix } };
-    };
-    const prefixShared = name === 'redis' ? await redisFor() : {};
-    const m1 = createMembership({ pubsub: a, instanceId: 'i1', ttlMs, logger, ...prefixShared });
-    const m2 =
-      name === 'redis'
-        ? createMembership({ pubsub: b, instanceId: 'i2', ttlMs, logger, ...prefixShared })
-        : m1;
-    cleanups.push(async () => {
-      await Promise.all([m1.close(), m2.close()]);
-      await close();
-    });
-    return [m1, m2, a];
-  }
-
-  it('reports first join and last leave across instances once', async () => {
-    const [m1, m2, pubsub] = await instances();
-    const changes = m1.watch('group:g', { capacity: 100 });
-    await pubsub.ping();
-    const r1 = m1.join('group:g', 'u1');
-    const r2 = m2.join('group:g', 'u1');
-    const r3 = m2.join('group:g', 'u1');
-    expect((await take(changes)).value).toEqual<MembershipChange>({
-      set: 'group:g',
-      member: 'u1',
-      present: true,
-    });
-    expect(await m2.members('group:g')).toEqual(['u1']);
-    r1();
-    r2();
-    r3();
-    expect((await take(changes)).value).toEqual<MembershipChange>({
-      set: 'group:g',
-      member: 'u1',
-      present: false,
-    });
-    expect(await m1.members('group:g')).toEqual([]);
-    changes.end();
-  });
-});
-
-describe('membership of a dead instance', () => {
-  it('expires its entries and reports the members gone', async () => {
-    const { url, prefix } = await requireRedis();
-    const [c1, c2] = [await connectRedis({ url }, logger), await connectRedis({ url }, logger)];
-    const p1 = createRedisPubSub(c1, { prefix, logger });
-    const p2 = createRedisPubSub(c2, { prefix, logger });
-    const ttlMs = 300;
-    const alive = createMembership({
-      pubsub: p1,
-      instanceId: 'alive',
-      ttlMs,
-      logger,
-      redis: { client: c1.command, prefix },
-    });
-    const doomed = createMembership({
-      pubsub: p2,
-      instanceId: 'doomed',
-      ttlMs,
-      logger,
-      redis: { client: c2.command, prefix },
-    });
-    const changes = alive.watch('meeting:1', { capacity: 100 });
-    await p1.ping();
-    doomed.join('meeting:1', 'u9');
-    expect((await take(changes)).value).toEqual({ set: 'meeting:1', member: 'u9', present: true });
-    // The instance dies: its connections vanish without any leave.
-    c2.command.disconnect();
-    c2.subscriber.disconnect();
-    expect((await take(changes, ttlMs * 20)).value).toEqual({
-      set: 'meeting:1',
-      member: 'u9',
-      present: false,
-    });
-    expect(await alive.members('meeting:1')).toEqual([]);
-    changes.end();
-    await Promise.all([alive.close(), doomed.close().catch(() => {})]);
-    await p1.close();
-  });
-});

@@ -1,15 +1,12 @@
 import type { Viewer } from '../auth/index.ts';
 import { forbidden, unauthenticated } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import {
-  type ApplauseStore,
-  type Membership,
-  type MembershipChange,
-  Subscription,
-} from '../pubsub/index.ts';
+import { Subscription } from '../pubsub/index.ts';
+import type { ApplauseStore } from '../stores/index.ts';
 import type { Binding } from './connections.ts';
 import type { InlineRateLimit } from './limits.ts';
 import { type Admits, type Meetings, meetingPresenceSet, validMeetingId } from './meetings.ts';
+import type { Membership, MembershipChange } from './membership.ts';
 
 /** One applause event: the level and the number of present users of a meeting. */
 export interface ApplauseState {
@@ -36,7 +33,10 @@ export interface ApplauseOptions {
   /** Events buffered per subscriber before its connection is closed as a slow consumer. */
   subscriptionBuffer: number;
   logger: Logger;
-  /** The per-user rate of `send` (RATE_LIMIT_APPLAUSE), checked by the store with its write. */
+  /**
+   * The rate of `send` per user and meeting (RATE_LIMIT_APPLAUSE), checked by the store with its
+   * write: counted within the meeting, a Redis Cluster keeps the counter in the meeting's slot.
+   */
   rateLimit?: InlineRateLimit;
 }
 
@@ -200,7 +200,7 @@ export function createApplause(options: ApplauseOptions) {
         meetingId,
         viewer.userId,
         Date.now(),
-        limit?.of(viewer) ?? null,
+        limit?.of(viewer, meetingId) ?? null,
       );
       // Only a given rate refuses.
       if (refusedMs !== null && limit) throw limit.refusal(viewer, refusedMs);

@@ -4,7 +4,6 @@ import { badInput, notFound, unauthenticated } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import {
   type ChatMessageEvent,
-  type Membership,
   type PresencePingEvent,
   type PubSub,
   Subscription,
@@ -12,6 +11,7 @@ import {
 } from '../pubsub/index.ts';
 import type { Binding } from './connections.ts';
 import type { LimitReporter, RateLimit } from './limits.ts';
+import type { Membership } from './membership.ts';
 import type { Users } from './users.ts';
 
 /** A stored chat message: real id (decimal string), ISO-8601 createdAt. */

@@ -2,7 +2,7 @@ import type { Viewer } from '../auth/index.ts';
 import { rateLimited } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
-import type { InlineRate, RateLimitStore } from '../pubsub/index.ts';
+import type { InlineRate, RateLimitStore } from '../stores/index.ts';
 
 /** The operations with a per-user rate limit (RATE_LIMIT_* settings). */
 export type RateLimitedOperation =
@@ -20,8 +20,12 @@ export type RateLimit = (viewer: Viewer) => Promise<void>;
  * round trip (sendApplause, ping): the store gets `of(viewer)` and reports a refusal back.
  */
 export interface InlineRateLimit {
-  /** The viewer's limit for one call; null when the operation has no limit. */
-  of(viewer: Viewer): InlineRate | null;
+  /**
+   * The viewer's limit for one call; null when the operation has no limit. With `within` (a
+   * meeting id, say) the viewer's calls are counted per `within`, and a Redis Cluster keeps the
+   * counter in the slot of that id, beside what the store writes.
+   */
+  of(viewer: Viewer, within?: string): InlineRate | null;
   /** The RATE_LIMITED error for a refused call (to throw); logged and counted like `rate`. */
   refusal(viewer: Viewer, retryAfterMs: number): Error;
 }
@@ -67,7 +71,7 @@ export function createLimits(options: {
       throw refuse(operation, viewer, retryAfterMs);
     },
     inline: (operation) => ({
-      of: (viewer) => store.inline(operation, viewer.userId),
+      of: (viewer, within) => store.inline(operation, viewer.userId, within),
       refusal: (viewer, retryAfterMs) => refuse(operation, viewer, retryAfterMs),
     }),
   };

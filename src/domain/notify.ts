@@ -1,17 +1,12 @@
 import { randomInt } from 'node:crypto';
 import type { Viewer } from '../auth/index.ts';
 import { badInput, forbidden, unauthenticated } from '../errors.ts';
-import {
-  type Membership,
-  type NotifyEnvelope,
-  type PubSub,
-  Subscription,
-  topic,
-} from '../pubsub/index.ts';
+import { type NotifyEnvelope, type PubSub, Subscription, topic } from '../pubsub/index.ts';
 import type { Binding } from './connections.ts';
 import { checkJsonInput, stringProblem } from './json-input.ts';
 import type { LimitReporter, RateLimit } from './limits.ts';
 import { type Meetings, meetingPresenceSet } from './meetings.ts';
+import type { Membership } from './membership.ts';
 
 /** The first event of every notify stream: the channel id its owner publishes with. */
 export interface NotifyChannel {

@@ -5,13 +5,12 @@ import type { Logger } from '../logger.ts';
 import {
   type Owner,
   type PresencePingEvent,
-  type PresenceSnapshot,
   type PresenceStatusName,
-  type PresenceStore,
   type PubSub,
   Subscription,
   topic,
 } from '../pubsub/index.ts';
+import type { PresenceSnapshot, PresenceStore } from '../stores/index.ts';
 import type { InlineRateLimit } from './limits.ts';
 
 export type PresenceStatus = PresenceStatusName;
@@ -42,6 +41,9 @@ const STATUS_BY_CODE = new Map(
 /** "0".."3" map to their status; any other string counts as ACTIVE (the code is kept). */
 export const statusOfCode = (code: string): PresenceStatus => STATUS_BY_CODE.get(code) ?? 'ACTIVE';
 
+/** Whether others may see a ping: INVISIBLE pings are for the user's own streams only. */
+const visibleToOthers = (ping: PresencePingEvent) => ping.status !== 'INVISIBLE';
+
 /** Longest status code and user id accepted. */
 const MAX_CODE_LENGTH = 64;
 const MAX_USER_ID_LENGTH = 256;
@@ -50,7 +52,7 @@ export interface PresenceOptions {
   pubsub: PubSub;
   db: Database;
   /** The live cache (Redis or memory) with the per-user minimum interval. */
-  store: PresenceStore;
+  store: PresenceStore<PresencePingEvent>;
   /** PRESENCE_TIMEOUT_S in milliseconds: a ping older than this is offline. */
   timeoutMs: number;
   /** Events buffered per subscriber before it is closed as a slow consumer. */
@@ -142,7 +144,7 @@ export function createPresence(options: PresenceOptions) {
   });
 
   /** The cached pings, with what Redis no longer holds read from Postgres. */
-  async function load(userId: string): Promise<PresenceSnapshot> {
+  async function load(userId: string): Promise<PresenceSnapshot<PresencePingEvent>> {
     const cached = await store.get(userId);
     if (cached.own && cached.visible) return cached;
     // Not written yet (this instance's next flush): newer than what Postgres holds.
@@ -314,7 +316,7 @@ export function createPresence(options: PresenceOptions) {
 
   const applyPing = (watch: Watch, ping: PresencePingEvent) => {
     apply(watch, ping, 'own');
-    if (ping.status !== 'INVISIBLE') apply(watch, ping, 'visible');
+    if (visibleToOthers(ping)) apply(watch, ping, 'visible');
   };
 
   const closeWatch = (watch: Watch) => {
@@ -375,7 +377,10 @@ export function createPresence(options: PresenceOptions) {
         time: Date.now(),
       };
       const limit = options.rateLimit;
-      const result = await store.record(ping, limit?.of(viewer) ?? null);
+      const result = await store.record(ping.userId, ping, {
+        visible: visibleToOthers(ping),
+        rate: limit?.of(viewer) ?? null,
+      });
       if ('retryAfterMs' in result) {
         // Only a given rate refuses.
         throw limit?.refusal(viewer, result.retryAfterMs) ?? new Error('refused without a rate');
@@ -384,7 +389,7 @@ export function createPresence(options: PresenceOptions) {
         const current = result.current ?? (await load(viewer.userId)).own;
         return view(current ?? ping);
       }
-      enqueue(ping.userId, { own: ping, visible: ping.status === 'INVISIBLE' ? null : ping });
+      enqueue(ping.userId, { own: ping, visible: visibleToOthers(ping) ? ping : null });
       await pubsub.publish(topic('presence', ping.userId), ping);
       return view(ping);
     },
@@ -428,7 +433,7 @@ export function createPresence(options: PresenceOptions) {
         watch.subscribers.delete(sub);
         if (watch.subscribers.size === 0) closeWatch(watch);
       });
-      let snapshot: PresenceSnapshot;
+      let snapshot: PresenceSnapshot<PresencePingEvent>;
       try {
         snapshot = await load(userId);
       } catch (error) {

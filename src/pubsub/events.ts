@@ -1,5 +1,3 @@
-import type { MembershipChange } from './membership.ts';
-
 /**
  * The typed event map: every event that crosses instances, keyed by event name. Payloads are
  * plain JSON (they travel through Redis as JSON when REDIS_URL is set).
@@ -7,7 +5,7 @@ import type { MembershipChange } from './membership.ts';
 export interface EventMap {
   /** A notify message on its way to every matching notify subscription (at most once). */
   notify: NotifyEnvelope;
-  /** A member's first join or last leave of a membership set (see membership.ts). */
+  /** A member's first join or last leave of a membership set (see domain/membership.ts). */
   membership: MembershipChange;
   /**
    * A stored chat message, published once on `topic('chat', userId)` of each party (sender and
@@ -53,6 +51,13 @@ export interface EventMap {
 }
 
 export type EventName = keyof EventMap;
+
+/** A member's first join or last leave of a set, across all instances. */
+export interface MembershipChange {
+  set: string;
+  member: string;
+  present: boolean;
+}
 
 /** A published notify message with its targets; each subscriber decides if it matches. */
 export interface NotifyEnvelope {

@@ -1,4 +1,3 @@
-export { type ApplauseStore, createApplauseStore } from './applause-store.ts';
 export type {
   ChangeRange,
   ChatMessageEvent,
@@ -7,18 +6,12 @@ export type {
   EventMap,
   EventName,
   MeetingChangedEvent,
+  MembershipChange,
   NotifyEnvelope,
   PresencePingEvent,
   PresenceStatusName,
 } from './events.ts';
-export { createMembership, type Membership, type MembershipChange } from './membership.ts';
 export { createMemoryPubSub } from './memory.ts';
-export {
-  createPresenceStore,
-  type PresenceSnapshot,
-  type PresenceStore,
-  type RecordResult,
-} from './presence-store.ts';
 export {
   eventOfTopic,
   observePublishes,
@@ -26,13 +19,6 @@ export {
   publishTimeOf,
   type SubscribeOptions,
 } from './pubsub.ts';
-export {
-  createRateLimitStore,
-  type InlineRate,
-  RATE_CHECK_LUA,
-  type Rate,
-  type RateLimitStore,
-} from './rate-limits.ts';
 export {
   connectRedis,
   createRedisPubSub,

@@ -1,5 +1,6 @@
+import type { RedisCommands } from '../pubsub/index.ts';
 import { type InlineRate, RATE_CHECK_LUA } from './rate-limits.ts';
-import type { RedisCommands } from './redis.ts';
+import { defineScript, hashTag } from './redis.ts';
 
 /**
  * Who applauded when, per meeting, shared by every instance: each instance computes the level
@@ -12,7 +13,9 @@ export interface ApplauseStore {
    * Records (or refreshes) the applause of `userId` in `meetingId` at `at` (ms since epoch),
    * unless `rate` refuses the call: then nothing is recorded and it resolves the milliseconds
    * until the user may applaud again. Resolves null when recorded. With Redis, the rate check
-   * and the write are one script (one round trip).
+   * and the write are one script (one round trip); on a cluster that needs the rate's counter
+   * in the meeting's slot, so `rate` must count within the meeting
+   * (`rates.inline(operation, userId, meetingId)`).
    */
   add(
     meetingId: string,
@@ -22,20 +25,18 @@ export interface ApplauseStore {
   ): Promise<number | null>;
   /**
    * The number of distinct users who applauded in each of `meetingIds` after `now - window`, in
-   * the same order; prunes what is older. With Redis, one pipeline for all of them.
+   * the same order; prunes what is older. With Redis, all commands leave at once (one write per
+   * node).
    */
   levels(meetingIds: readonly string[], now: number): Promise<number[]>;
 }
 
-export interface ApplauseStoreOptions {
+/** One instance: a map per meeting, pruned on reads and by a sweep at most once per window. */
+export function createMemoryApplauseStore(options: {
   /** How long an applause counts, in milliseconds. */
   windowMs: number;
-  /** Redis command connection and key prefix; memory (one instance) when absent. */
-  redis?: { client: RedisCommands; prefix: string };
-}
-
-/** One instance: a map per meeting, pruned on reads and by a sweep at most once per window. */
-function createMemoryApplauseStore(windowMs: number): ApplauseStore {
+}): ApplauseStore {
+  const { windowMs } = options;
   const meetings = new Map<string, Map<string, number>>();
   let lastSweep = 0;
   const prune = (meetingId: string, entries: Map<string, number>, since: number) => {
@@ -67,8 +68,9 @@ function createMemoryApplauseStore(windowMs: number): ApplauseStore {
   };
 }
 
-// KEYS: applause set [, rate counter]. ARGV: time, user id, ttl ms [, points, window ms].
-// The rate check (when given) and the write run as one step: a refused call records nothing.
+// KEYS: applause set [, rate counter in the same slot]. ARGV: time, user id, ttl ms [, points,
+// window ms]. The rate check (when given) and the write run as one step: a refused call records
+// nothing.
 const ADD = `
 local RATE_KEY, RATE_ARG = 2, 4
 if #KEYS > 1 then ${RATE_CHECK_LUA}
@@ -77,32 +79,29 @@ redis.call('ZADD', KEYS[1], 'GT', ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {1}`;
 
-const ADD_COMMAND = 'switchboardApplauseAdd';
-type AddCommand = (numKeys: number, ...args: (string | number)[]) => Promise<[number, number?]>;
-
 /**
- * Several instances: a sorted set per meeting (`<prefix>applause:<meetingId>`), members are user
- * ids scored by their latest applause time. The key expires a window after the last applause,
- * and each read drops entries older than the window.
+ * Several instances, on one Redis or a Redis Cluster: a sorted set per meeting
+ * (`<prefix>applause:{<meetingId>}`, tagged by the meeting, so the meeting's applause rate
+ * counters share its slot), members are user ids scored by their latest applause time. The key
+ * expires a window after the last applause, and each read drops entries older than the window.
  */
-function createRedisApplauseStore(
-  client: RedisCommands,
-  prefix: string,
-  windowMs: number,
-): ApplauseStore {
-  const key = (meetingId: string) => `${prefix}applause:${meetingId}`;
+export function createRedisApplauseStore(options: {
+  windowMs: number;
+  client: RedisCommands;
+  /** REDIS_PREFIX. */
+  prefix: string;
+}): ApplauseStore {
+  const { client, prefix, windowMs } = options;
+  const key = (meetingId: string) => `${prefix}applause:${hashTag(meetingId)}`;
   const ttlMs = Math.ceil(windowMs) + 1_000;
-  // EVALSHA with the script cached by Redis, instead of sending the script on every call.
-  if (!(ADD_COMMAND in client)) client.defineCommand(ADD_COMMAND, { lua: ADD });
-  const add = (client as unknown as Record<typeof ADD_COMMAND, AddCommand>)[ADD_COMMAND].bind(
-    client,
-  );
+  // One command per key count (see defineScript): with and without the rate counter.
+  const add = defineScript<[number, number?]>(client, 'switchboardApplauseAdd', 1, ADD);
+  const addRated = defineScript<[number, number?]>(client, 'switchboardApplauseAddRated', 2, ADD);
   return {
     async add(meetingId, userId, at, rate) {
       const reply =
         rate?.redisKey != null
-          ? await add(
-              2,
+          ? await addRated(
               key(meetingId),
               rate.redisKey,
               at,
@@ -111,29 +110,22 @@ function createRedisApplauseStore(
               rate.points,
               rate.windowMs,
             )
-          : await add(1, key(meetingId), at, userId, ttlMs);
+          : await add(key(meetingId), at, userId, ttlMs);
       return reply[0] === 1 ? null : Math.max(1, Number(reply[1] ?? 1));
     },
-    async levels(meetingIds, now) {
-      if (meetingIds.length === 0) return [];
-      const pipeline = client.pipeline();
-      for (const meetingId of meetingIds) {
-        pipeline.zremrangebyscore(key(meetingId), '-inf', now - windowMs);
-        pipeline.zcard(key(meetingId));
-      }
-      const replies = await pipeline.exec();
-      if (replies === null) throw new Error('redis pipeline aborted');
-      return meetingIds.map((_, i) => {
-        const [error, count] = replies[i * 2 + 1] ?? [null, 0];
-        if (error) throw error;
-        return Number(count ?? 0);
-      });
+    levels(meetingIds, now) {
+      // Single commands, all sent in this tick: auto-pipelining writes them once per node (an
+      // explicit pipeline may not span the slots of a cluster). ZCOUNT counts exactly what is
+      // inside the window, whatever order the prune reaches the node in.
+      return Promise.all(
+        meetingIds.map(async (meetingId) => {
+          const [, count] = await Promise.all([
+            client.zremrangebyscore(key(meetingId), '-inf', now - windowMs),
+            client.zcount(key(meetingId), `(${now - windowMs}`, '+inf'),
+          ]);
+          return count;
+        }),
+      );
     },
   };
-}
-/** Creates the applause store over Redis (several instances) or memory (one instance). */
-export function createApplauseStore(options: ApplauseStoreOptions): ApplauseStore {
-  return options.redis
-    ? createRedisApplauseStore(options.redis.client, options.redis.prefix, options.windowMs)
-    : createMemoryApplauseStore(options.windowMs);
 }
