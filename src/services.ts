@@ -8,6 +8,7 @@ import { createChangeLog } from './domain/change-log.ts';
 import { createChat } from './domain/chat.ts';
 import type { ConnectionRegistry } from './domain/connections.ts';
 import { createDropUser, INSTANCES_SET } from './domain/drop-user.ts';
+import type { PresencePingEvent } from './domain/events.ts';
 import type { Services } from './domain/index.ts';
 import { createLimits, type RateLimitedOperation } from './domain/limits.ts';
 import { createMeetings } from './domain/meetings.ts';
@@ -21,7 +22,7 @@ import { createUsers } from './domain/users.ts';
 import { createWsTokens } from './domain/ws-tokens.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
-import type { PresencePingEvent, PubSub, RedisClients } from './pubsub/index.ts';
+import type { PubSub, RedisClients } from './pubsub/index.ts';
 import {
   type ApplauseStore,
   createMemoryApplauseStore,

@@ -1,15 +1,14 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { type NotifyEnvelope, topic } from '../src/domain/events.ts';
 import { createLogger } from '../src/logger.ts';
 import {
   connectRedis,
   createMemoryPubSub,
   createRedisPubSub,
   type Ending,
-  type NotifyEnvelope,
   type Owner,
   type PubSub,
   type RedisClients,
-  topic,
 } from '../src/pubsub/index.ts';
 import { requireRedis } from './support/redis.ts';
 import { useStoreBackends } from './support/stores.ts';
@@ -111,7 +110,7 @@ describe.each(pubsubBackends)('pub/sub contract: %s', (_name, backend) => {
 
   it('delivers initial events first, then published ones, filtered and mapped', async () => {
     const [a, b] = await pair();
-    const sub = b.subscribe<'notify', string>(topic('notify'), {
+    const sub = b.subscribe<NotifyEnvelope, string>(topic('notify'), {
       capacity: 10,
       initial: ['hello'],
       filter: (e) => e.name !== 'skip',

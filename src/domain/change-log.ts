@@ -2,7 +2,8 @@ import type { Viewer } from '../auth/index.ts';
 import type { Database } from '../db/index.ts';
 import { badInput, forbidden, unauthenticated } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import { type ChangeRange, type PubSub, topic } from '../pubsub/index.ts';
+import type { PubSub } from '../pubsub/index.ts';
+import { type ChangeRange, topic } from './events.ts';
 import { checkJsonInput, stringProblem } from './json-input.ts';
 import type { LimitReporter } from './limits.ts';
 

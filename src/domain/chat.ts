@@ -2,14 +2,9 @@ import type { Viewer } from '../auth/index.ts';
 import type { Database } from '../db/index.ts';
 import { badInput, notFound, unauthenticated } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import {
-  type ChatMessageEvent,
-  type PresencePingEvent,
-  type PubSub,
-  Subscription,
-  topic,
-} from '../pubsub/index.ts';
+import { type PubSub, Subscription } from '../pubsub/index.ts';
 import type { Binding } from './connections.ts';
+import { type ChatMessageEvent, type PresencePingEvent, topic } from './events.ts';
 import type { LimitReporter, RateLimit } from './limits.ts';
 import type { Membership } from './membership.ts';
 import type { Users } from './users.ts';

@@ -2,8 +2,9 @@ import { randomUUID } from 'node:crypto';
 import type { Viewer } from '../auth/index.ts';
 import { badInput, forbidden, unauthenticated } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import { type PubSub, topic } from '../pubsub/index.ts';
+import type { PubSub } from '../pubsub/index.ts';
 import type { ConnectionRegistry } from './connections.ts';
+import { topic } from './events.ts';
 import type { Membership } from './membership.ts';
 
 /** The membership set every live instance joins with its instance id. */

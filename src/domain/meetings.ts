@@ -2,7 +2,8 @@ import type { Viewer } from '../auth/index.ts';
 import type { Database } from '../db/index.ts';
 import { badInput, forbidden, unauthenticated } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import { type PubSub, topic } from '../pubsub/index.ts';
+import type { PubSub } from '../pubsub/index.ts';
+import { topic } from './events.ts';
 
 /** A meeting as clients see it (GraphQL Meeting). */
 export interface Meeting {

@@ -1,12 +1,7 @@
 import type { Logger } from '../logger.ts';
-import {
-  type MembershipChange,
-  type PubSub,
-  type Subscription,
-  type SubscriptionOptions,
-  topic,
-} from '../pubsub/index.ts';
+import type { PubSub, Subscription, SubscriptionOptions } from '../pubsub/index.ts';
 import type { MembershipStore } from '../stores/index.ts';
+import { type MembershipChange, topic } from './events.ts';
 
 export type { MembershipChange };
 

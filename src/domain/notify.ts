@@ -1,8 +1,9 @@
 import { randomInt } from 'node:crypto';
 import type { Viewer } from '../auth/index.ts';
 import { badInput, forbidden, unauthenticated } from '../errors.ts';
-import { type NotifyEnvelope, type PubSub, Subscription, topic } from '../pubsub/index.ts';
+import { type PubSub, Subscription } from '../pubsub/index.ts';
 import type { Binding } from './connections.ts';
+import { type NotifyEnvelope, topic } from './events.ts';
 import { checkJsonInput, stringProblem } from './json-input.ts';
 import type { LimitReporter, RateLimit } from './limits.ts';
 import { type Meetings, meetingPresenceSet } from './meetings.ts';

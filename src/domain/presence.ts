@@ -2,15 +2,9 @@ import type { Viewer } from '../auth/index.ts';
 import type { Database } from '../db/index.ts';
 import { badInput, unauthenticated } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import {
-  type Owner,
-  type PresencePingEvent,
-  type PresenceStatusName,
-  type PubSub,
-  Subscription,
-  topic,
-} from '../pubsub/index.ts';
+import { type Owner, type PubSub, Subscription } from '../pubsub/index.ts';
 import type { PresenceSnapshot, PresenceStore } from '../stores/index.ts';
+import { type PresencePingEvent, type PresenceStatusName, topic } from './events.ts';
 import type { InlineRateLimit } from './limits.ts';
 
 export type PresenceStatus = PresenceStatusName;

@@ -2,7 +2,8 @@ import { timingSafeEqual } from 'node:crypto';
 import type { Viewer } from '../auth/index.ts';
 import type { Database } from '../db/index.ts';
 import { badInput, forbidden, unauthenticated } from '../errors.ts';
-import { type PubSub, topic } from '../pubsub/index.ts';
+import type { PubSub } from '../pubsub/index.ts';
+import { topic } from './events.ts';
 
 /** A user as stored: its id (the token's `sub`) and its chat group. */
 export interface User {

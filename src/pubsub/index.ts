@@ -1,16 +1,3 @@
-export type {
-  ChangeRange,
-  ChatMessageEvent,
-  DropUserCommand,
-  DropUserReply,
-  EventMap,
-  EventName,
-  MeetingChangedEvent,
-  MembershipChange,
-  NotifyEnvelope,
-  PresencePingEvent,
-  PresenceStatusName,
-} from './events.ts';
 export { createMemoryPubSub } from './memory.ts';
 export {
   eventOfTopic,
@@ -35,4 +22,4 @@ export {
   Subscription,
   type SubscriptionOptions,
 } from './subscription.ts';
-export { type Topic, topic } from './topics.ts';
+export { type Topic, topicsOf } from './topics.ts';

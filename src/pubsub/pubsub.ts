@@ -1,4 +1,3 @@
-import type { EventMap, EventName } from './events.ts';
 import { Subscription, type SubscriptionOptions } from './subscription.ts';
 import type { Topic } from './topics.ts';
 
@@ -59,23 +58,25 @@ type MapRequired<E, T> = E extends T ? unknown : { map: (event: E) => T };
 /**
  * Typed publish/subscribe across instances. Delivery is at most once: an event published while
  * a subscriber is not connected is not replayed (durable streams keep their own log in Postgres).
+ * Payloads are plain JSON; what travels on a topic is its type (`Topic<P>`), from the event map
+ * the app declares (src/domain/events.ts), so pub/sub itself knows no event.
  */
 export interface PubSub {
   /** `memory` (one instance) or `redis` (every instance sharing REDIS_URL or a Redis Cluster). */
   readonly kind: 'memory' | 'redis';
   /** Resolves once the event is handed to every local listener or to Redis; rejects otherwise. */
-  publish<K extends EventName>(topic: Topic<K>, payload: EventMap[K]): Promise<void>;
+  publish<P>(topic: Topic<P>, payload: NoInfer<P>): Promise<void>;
   /** A bounded subscription to one topic; see `SubscriptionOptions` for overflow and abort. */
-  subscribe<K extends EventName, T = EventMap[K]>(
-    topic: Topic<K>,
-    options: SubscribeOptions<EventMap[K], T> & MapRequired<EventMap[K], T>,
+  subscribe<P, T = P>(
+    topic: Topic<P>,
+    options: SubscribeOptions<P, T> & MapRequired<P, T>,
   ): Subscription<T>;
   /**
    * Calls `handler` synchronously with every event on `topic` until the returned function is
    * called. For per-instance dispatchers that route events themselves (nothing is queued, so
    * `handler` must not block); subscribers that need a bounded queue use `subscribe`.
    */
-  listen<K extends EventName>(topic: Topic<K>, handler: (event: EventMap[K]) => void): () => void;
+  listen<P>(topic: Topic<P>, handler: (event: P) => void): () => void;
   /** Number of topics this instance listens to (one Redis channel subscription each). */
   topicCount(): number;
   /**
@@ -112,13 +113,13 @@ export function pubSubOver(backend: {
   return {
     kind: backend.kind,
     publish: (topic, payload) => backend.publish(topic, { t: Date.now(), p: payload }),
-    subscribe<K extends EventName, T>(topic: Topic<K>, options: SubscribeOptions<EventMap[K], T>) {
+    subscribe<P, T>(topic: Topic<P>, options: SubscribeOptions<P, T>) {
       const subscription = new Subscription<T>(options);
       if (subscription.done) return subscription;
       const { filter, map } = options;
       subscription.onEnd(
         attach(topic, (envelope) => {
-          const payload = envelope.p as EventMap[K];
+          const payload = envelope.p as P;
           if (filter && !filter(payload)) return;
           if (map) return void subscription.push(map(payload));
           subscription.push(payload as unknown as T);
@@ -126,8 +127,8 @@ export function pubSubOver(backend: {
       );
       return subscription;
     },
-    listen<K extends EventName>(topic: Topic<K>, handler: (event: EventMap[K]) => void) {
-      return attach(topic, (envelope) => handler(envelope.p as EventMap[K]));
+    listen<P>(topic: Topic<P>, handler: (event: P) => void) {
+      return attach(topic, (envelope) => handler(envelope.p as P));
     },
     topicCount: () => topics.size,
     ping: backend.ping,

@@ -1,12 +1,15 @@
-import type { EventName } from './events.ts';
-
-/** A pub/sub topic that carries events of kind K; built only by `topic()`. */
-export type Topic<K extends EventName> = string & { readonly __event: K };
+/**
+ * A pub/sub topic whose events are `P`; built only by a `topic()` from `topicsOf`. The payload
+ * type rides on the topic, so `publish` and `subscribe` check payloads against it.
+ */
+export type Topic<P> = string & { readonly __payload: P };
 
 /**
- * The one place topics are named: `topic('notify')` or `topic('presence', userId)`: the event
- * name and its keys joined with ':'. The Redis backend adds REDIS_PREFIX in front.
+ * The topic builder of an event map `M` (the app declares its events; pub/sub knows none):
+ * `topic('notify')` or `topic('presence', userId)` is the event name and its keys joined with
+ * ':', typed with that event's payload. The Redis backend adds REDIS_PREFIX in front.
  */
-export function topic<K extends EventName>(event: K, ...keys: (string | number)[]): Topic<K> {
-  return [event, ...keys].join(':') as Topic<K>;
+export function topicsOf<M extends object>() {
+  return <K extends keyof M & string>(event: K, ...keys: (string | number)[]): Topic<M[K]> =>
+    [event, ...keys].join(':') as Topic<M[K]>;
 }

@@ -1,5 +1,5 @@
 import type { AutoupdateBatch, AutoupdateEvent } from '../domain/autoupdate.ts';
-import type { ChangeRange } from '../pubsub/index.ts';
+import type { ChangeRange } from '../domain/events.ts';
 import { builder } from './builder.ts';
 
 const EventRef = builder.objectRef<AutoupdateEvent>('Event').implement({

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import { type SseCommand, type SseReply, topic } from '../domain/events.ts';
 import type { Logger } from '../logger.ts';
-import type { SseCommand, SseReply } from '../pubsub/events.ts';
-import { type PubSub, topic } from '../pubsub/index.ts';
+import type { PubSub } from '../pubsub/index.ts';
 
 type Without<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 

@@ -1,11 +1,14 @@
+import { topicsOf } from '../pubsub/index.ts';
+
 /**
  * The typed event map: every event that crosses instances, keyed by event name. Payloads are
- * plain JSON (they travel through Redis as JSON when REDIS_URL is set).
+ * plain JSON (they travel through Redis as JSON when REDIS_URL is set). Pub/sub knows none of
+ * them: `topic` below types each topic with its event's payload.
  */
 export interface EventMap {
   /** A notify message on its way to every matching notify subscription (at most once). */
   notify: NotifyEnvelope;
-  /** A member's first join or last leave of a membership set (see domain/membership.ts). */
+  /** A member's first join or last leave of a membership set (see membership.ts). */
   membership: MembershipChange;
   /**
    * A stored chat message, published once on `topic('chat', userId)` of each party (sender and
@@ -51,6 +54,12 @@ export interface EventMap {
 }
 
 export type EventName = keyof EventMap;
+
+/**
+ * The one place topics are named: `topic('notify')` or `topic('presence', userId)`, typed with
+ * the event's payload (see `topicsOf`).
+ */
+export const topic = topicsOf<EventMap>();
 
 /** A member's first join or last leave of a set, across all instances. */
 export interface MembershipChange {
