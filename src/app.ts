@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Http2SecureServer } from 'node:http2';
 import type { AddressInfo } from 'node:net';
@@ -22,8 +23,7 @@ import {
   redisTarget,
 } from './pubsub/index.ts';
 import { schema } from './schema/index.ts';
-import { createServices } from './services.ts';
-import { createSseReservationStore } from './stores/sse-reservations.ts';
+import { createServices, createStores } from './services.ts';
 import { createContextFactory } from './transport/context.ts';
 import { createDemo, isDemoPath } from './transport/demo.ts';
 import { createFanout, type Fanout } from './transport/fanout.ts';
@@ -151,11 +151,15 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
       if (closeCode === CloseCode.SlowConsumer) metrics.slowConsumers.inc({ transport });
     },
   });
+  // The composition root (src/services.ts) picks every store: memory, or Redis (one or a cluster).
+  const instanceId = randomUUID();
+  const stores = createStores(config, redis, instanceId);
   const services = createServices({
     config,
     pubsub,
     db,
-    redis,
+    instanceId,
+    stores,
     logger,
     metrics,
     connections: core,
@@ -205,9 +209,7 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     reservationTimeoutMs: config.SSE_RESERVATION_TIMEOUT_MS,
     onLimit,
     // Shared by every instance through Redis: PUT, GET and POST may reach different instances.
-    store: createSseReservationStore(
-      redis ? { redis: { client: redis.command, prefix: config.REDIS_PREFIX } } : {},
-    ),
+    store: stores.sseReservations,
     pubsub,
     instanceId: services.instanceId,
     forwardTimeoutMs: config.SSE_FORWARD_TIMEOUT_MS,

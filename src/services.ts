@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import type { Viewer } from './auth/index.ts';
 import type { Config } from './config.ts';
 import type { Database } from './db/index.ts';
@@ -29,14 +28,17 @@ import {
   createMemoryMembershipStore,
   createMemoryPresenceStore,
   createMemoryRateLimitStore,
+  createMemorySseReservationStore,
   createRedisApplauseStore,
   createRedisMembershipStore,
   createRedisPresenceStore,
   createRedisRateLimitStore,
+  createRedisSseReservationStore,
   type MembershipStore,
   type PresenceStore,
   type Rate,
   type RateLimitStore,
+  type SseReservationStore,
 } from './stores/index.ts';
 
 /*
@@ -52,6 +54,8 @@ export interface Stores {
   membership: MembershipStore;
   applause: ApplauseStore;
   presence: PresenceStore<PresencePingEvent>;
+  /** graphql-sse single-connection reservations (the transport's, not the domain's). */
+  sseReservations: SseReservationStore;
 }
 
 /**
@@ -83,6 +87,7 @@ export function createStores(
       membership: createMemoryMembershipStore(membership),
       applause: createMemoryApplauseStore(applause),
       presence: createMemoryPresenceStore(presence),
+      sseReservations: createMemorySseReservationStore(),
     };
   }
   const shared = { client: redis.command, prefix: config.REDIS_PREFIX };
@@ -91,6 +96,7 @@ export function createStores(
     membership: createRedisMembershipStore({ ...membership, ...shared }),
     applause: createRedisApplauseStore({ ...applause, ...shared }),
     presence: createRedisPresenceStore({ ...presence, ...shared }),
+    sseReservations: createRedisSseReservationStore(shared),
   };
 }
 
@@ -98,8 +104,10 @@ export interface ServiceDeps {
   config: Config;
   pubsub: PubSub;
   db: Database;
-  /** Redis connections (REDIS_URL or REDIS_CLUSTER_NODES); null: every store in memory. */
-  redis: RedisClients | null;
+  /** Unique per process (the membership store keeps entries per instance). */
+  instanceId: string;
+  /** What `createStores` built. */
+  stores: Stores;
   logger: Logger;
   metrics: Metrics;
   /** This instance's open connections (the connection core), for dropUser. */
@@ -113,14 +121,13 @@ export function createServices({
   config,
   pubsub,
   db,
-  redis,
+  instanceId,
+  stores,
   logger,
   metrics,
   connections,
   verifyToken,
 }: ServiceDeps): Services {
-  const instanceId = randomUUID();
-  const stores = createStores(config, redis, instanceId);
   const limits = createLimits({ store: stores.rates, logger, metrics });
   const membership = createMembership({
     pubsub,

@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { RedisClients } from '../src/pubsub/index.ts';
 import {
-  createSseReservationStore,
+  createMemorySseReservationStore,
+  createRedisSseReservationStore,
   type SseReservationStore,
 } from '../src/stores/sse-reservations.ts';
 import { WAIT_MS } from './support/clients.ts';
@@ -29,12 +30,12 @@ describe.each(useStoreBackends())('sse reservation store: %s', (_name, connect) 
     const backend = await connect();
     opened.push(backend);
     if (!backend.redis) {
-      const store = createSseReservationStore();
+      const store = createMemorySseReservationStore();
       return [store, store, backend];
     }
     const second = await backend.connectAgain();
     const [a, b] = [backend.redis, second as RedisClients].map((clients) =>
-      createSseReservationStore({ redis: { client: clients.command, prefix: backend.prefix } }),
+      createRedisSseReservationStore({ client: clients.command, prefix: backend.prefix }),
     ) as [SseReservationStore, SseReservationStore];
     return [a, b, backend];
   }

@@ -5,7 +5,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../src/logger.ts';
 import type { Connection } from '../src/net/connection.ts';
 import { connectRedis, type RedisTarget } from '../src/pubsub/index.ts';
-import { createSseReservationStore } from '../src/stores/sse-reservations.ts';
+import { createRedisSseReservationStore } from '../src/stores/sse-reservations.ts';
 import { NotifyDocument, PublishDocument } from './generated/graphql.ts';
 import type { TestServer } from './support/app.ts';
 import { gql, ResultQueue, WAIT_MS, warmUp } from './support/clients.ts';
@@ -334,7 +334,7 @@ describe.each([
       clients.command.disconnect();
       clients.subscriber.disconnect();
     });
-    const store = createSseReservationStore({ redis: { client: clients.command, prefix } });
+    const store = createRedisSseReservationStore({ client: clients.command, prefix });
     const user = unique('orphan');
     const token = await a.token(user);
     const client = rawClient(token);

@@ -27,3 +27,10 @@ export {
   type Rate,
   type RateLimitStore,
 } from './rate-limits.ts';
+export {
+  createMemorySseReservationStore,
+  createRedisSseReservationStore,
+  type SseClaim,
+  type SseReservationStore,
+  type SseRoute,
+} from './sse-reservations.ts';

@@ -59,11 +59,6 @@ export interface SseReservationStore {
   release(token: string, instanceId: string): Promise<void>;
 }
 
-export interface SseReservationStoreOptions {
-  /** Redis command connection and key prefix; memory (one instance) when absent. */
-  redis?: { client: RedisCommands; prefix: string };
-}
-
 /** How a user is written in the store: anonymous reservations have an owner too. */
 const who = (userId: string | null) => (userId === null ? '-' : `u${userId}`);
 const userOf = (written: string) => (written === '-' ? null : written.slice(1));
@@ -76,7 +71,7 @@ interface MemoryEntry {
 }
 
 /** One instance: a map, entries dropped when found expired. */
-function createMemorySseReservationStore(): SseReservationStore {
+export function createMemorySseReservationStore(): SseReservationStore {
   const entries = new Map<string, MemoryEntry>();
   const live = (token: string) => {
     const entry = entries.get(token);
@@ -153,10 +148,13 @@ const COMMANDS = {
 type Script = (key: string, ...args: (string | number)[]) => Promise<unknown>;
 
 /** Several instances: one hash per reservation, changed only by single-key scripts. */
-function createRedisSseReservationStore(
-  client: RedisCommands,
-  prefix: string,
-): SseReservationStore {
+export function createRedisSseReservationStore({
+  client,
+  prefix,
+}: {
+  client: RedisCommands;
+  prefix: string;
+}): SseReservationStore {
   const key = (token: string) => `${prefix}sse:{${token}}`;
   // EVALSHA with the scripts cached by Redis, instead of sending a script on every call.
   const scripts = {} as Record<keyof typeof COMMANDS, Script>;
@@ -193,13 +191,4 @@ function createRedisSseReservationStore(
       await scripts.switchboardSseRelease(key(token), instanceId);
     },
   };
-}
-
-/** Creates the reservation store over Redis (several instances) or memory (one instance). */
-export function createSseReservationStore(
-  options: SseReservationStoreOptions = {},
-): SseReservationStore {
-  return options.redis
-    ? createRedisSseReservationStore(options.redis.client, options.redis.prefix)
-    : createMemorySseReservationStore();
 }
