@@ -62,8 +62,9 @@ export interface App {
   /** Listens on PORT/HOST; resolves with the base URL (http://host:port). */
   start(): Promise<string>;
   /**
-   * Graceful shutdown: stop accepting, close WebSockets with 1001, end SSE streams, then close
-   * Postgres and Redis. Bounded by SHUTDOWN_TIMEOUT_MS; remaining sockets are destroyed.
+   * Graceful shutdown: /readyz says 503 for SHUTDOWN_DRAIN_MS while everything is still served,
+   * then stop accepting, close WebSockets with 1001, end SSE streams, then close Postgres and
+   * Redis. Bounded by SHUTDOWN_TIMEOUT_MS after the drain; remaining sockets are destroyed.
    */
   stop(): Promise<void>;
 }
@@ -327,6 +328,12 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
       }),
     stop() {
       stopping ??= (async () => {
+        if (config.SHUTDOWN_DRAIN_MS > 0) {
+          // Still serving, but /readyz says 503: the proxy takes this instance out first.
+          health.drain();
+          logger.info({ drainMs: config.SHUTDOWN_DRAIN_MS }, 'draining before shutdown');
+          await new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_DRAIN_MS));
+        }
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         graphqlWs.close();
         core.closeAll(CloseCode.GoingAway, 'server shutting down');

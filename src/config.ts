@@ -492,6 +492,12 @@ export const SETTINGS = {
         .filter((o) => o !== ''),
     ),
   }),
+  SHUTDOWN_DRAIN_MS: setting({
+    description:
+      'On SIGTERM, how long /readyz answers 503 while everything is still served, before the server stops accepting: a proxy that checks /readyz (the Caddyfile every 3 s) takes the instance out first, so no request reaches a closed port. 0 stops at once.',
+    schema: nonNegativeInt,
+    default: '0',
+  }),
   SHUTDOWN_TIMEOUT_MS: setting({
     description: 'Longest graceful shutdown before the process exits anyway.',
     schema: positiveInt,
