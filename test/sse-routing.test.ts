@@ -432,3 +432,22 @@ describe.each([
     for (const server of servers) expect(server.app.connections.forUser(user)).toHaveLength(0);
   });
 });
+
+describe('single-connection mode while Redis does not answer', () => {
+  const { a } = useInstances({}, 1);
+
+  it('answers a reservation with 503 UNAVAILABLE, not a server error', async () => {
+    const token = await a.token('no-redis');
+    // Closes this instance's Redis connections (the reservation store's among them).
+    await a.app.pubsub.close();
+    const response = await fetch(`${a.url}/graphql`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${token}` },
+      signal: AbortSignal.timeout(WAIT_MS),
+    });
+    expect(response.status).toBe(503);
+    expect(await response.json()).toMatchObject({
+      errors: [{ extensions: { code: 'UNAVAILABLE' } }],
+    });
+  });
+});

@@ -334,6 +334,16 @@ export function createSseServer(options: SseOptions) {
     return raw as unknown as OperationParams;
   }
 
+  /** A store call; a store that does not answer (Redis down) is a 503 the client may retry. */
+  async function fromStore<T>(call: Promise<T>): Promise<T> {
+    try {
+      return await call;
+    } catch (error) {
+      logger.warn({ err: error }, 'sse reservation store failed');
+      throw new Refusal(503, 'Streams cannot be reserved or found now; retry', 'UNAVAILABLE');
+    }
+  }
+
   const notFound = () => new Refusal(404, 'Stream not found');
   const forbidden = () => new Refusal(403, 'This stream belongs to another identity', 'FORBIDDEN');
   const userOf = (reservation: Reservation) => reservation.connection.viewer?.userId ?? null;
@@ -353,7 +363,7 @@ export function createSseServer(options: SseOptions) {
       if (userOf(local) !== userId) throw forbidden();
       return local;
     }
-    const route = await store.route(token);
+    const route = await fromStore(store.route(token));
     if (!route) throw notFound();
     if (route.userId !== userId) throw forbidden();
     return { owner: route.owner };
@@ -548,10 +558,12 @@ export function createSseServer(options: SseOptions) {
     const connection = open(viewer, wire);
     const token = randomUUID();
     try {
-      await store.reserve(
-        token,
-        { userId: viewer?.userId ?? null, instanceId },
-        options.reservationTimeoutMs,
+      await fromStore(
+        store.reserve(
+          token,
+          { userId: viewer?.userId ?? null, instanceId },
+          options.reservationTimeoutMs,
+        ),
       );
     } catch (error) {
       connection.close(CloseCode.Normal, 'reservation not stored');
@@ -591,7 +603,7 @@ export function createSseServer(options: SseOptions) {
     local.claimed = true;
     let claim: SseClaim;
     try {
-      claim = await store.claim(token, { userId, instanceId }, options.leaseMs);
+      claim = await fromStore(store.claim(token, { userId, instanceId }, options.leaseMs));
     } catch (error) {
       // The store did not answer: the client may try again.
       local.claimed = false;
@@ -623,7 +635,7 @@ export function createSseServer(options: SseOptions) {
     const connection = open(viewer, wire);
     let claim: SseClaim;
     try {
-      claim = await store.claim(token, { userId, instanceId }, options.leaseMs);
+      claim = await fromStore(store.claim(token, { userId, instanceId }, options.leaseMs));
     } catch (error) {
       connection.close(CloseCode.Normal, 'reservation not claimed');
       throw error;
