@@ -27,6 +27,11 @@ export const PHASES = {
   idle: ['switchboard-redis'],
   /** Write storms against the floor server (issue 17): starts its own servers, after the rest. */
   storm: [],
+  /**
+   * Switchboard on a Redis Cluster (issue 15): one instance against three, --cluster-n
+   * subscribers over six instances, one shard's publishes. Starts its own cluster and servers.
+   */
+  cluster: [],
 } as const satisfies Record<string, readonly Configuration[]>;
 export type Phase = keyof typeof PHASES;
 const PHASE_NAMES = Object.keys(PHASES) as Phase[];
@@ -70,6 +75,12 @@ export interface BenchOptions {
   stormInstances: number;
   /** Meetings with an applause subscriber, measured idle after the storms (0: skip). */
   idleMeetings: number;
+  /** Run the cluster phase. */
+  cluster: boolean;
+  /** Subscribers of the cluster phase's scale run over six instances. */
+  clusterN: number;
+  /** Measured publishes to all of them for deliveries per CPU-second. */
+  clusterEvents: number;
   /** Also write the JSON summary here (bench/results/latest.json is always written). */
   json: string | null;
   /** LOG_LEVEL of the Switchboard processes (its URL is read from the info-level line). */
@@ -98,6 +109,9 @@ export const USAGE = `Usage: npm run bench -- [options]
   --storm-instances <n> Switchboard instances on one Redis in the storm phase, 1 or 2 (default 1)
   --idle-meetings <n>  meetings with an applause subscriber each, server CPU while idle
                        (default 3000; 100 per socket, so at most 100 x the largest storm size)
+  --cluster-n <count>  subscribers over 6 instances on a Redis Cluster in the cluster phase
+                       (default 100000; held by load processes of at most 17000 each)
+  --cluster-events <n> measured publishes to all of them, deliveries per CPU-second (default 10)
   --json <file>        also write the JSON summary to <file>
   --log-level <level>  LOG_LEVEL of Switchboard (default info; it prints its URL at info)`;
 
@@ -129,6 +143,8 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
       'idle-meetings': { type: 'string' },
       'storm-instances': { type: 'string' },
       'scale-n': { type: 'string' },
+      'cluster-n': { type: 'string' },
+      'cluster-events': { type: 'string' },
       requests: { type: 'string' },
       'in-flight': { type: 'string' },
       'routing-publishes': { type: 'string' },
@@ -159,7 +175,7 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
       ? namedConfigurations.includes(name) && used.has(name)
       : used.has(name),
   );
-  if (only.length === 0 && !phases.includes('storm')) {
+  if (only.length === 0 && !phases.includes('storm') && !phases.includes('cluster')) {
     throw new Error('--only: no chosen phase runs on the chosen configurations');
   }
   const stormInstances = positive('storm-instances', values['storm-instances'], 1);
@@ -193,6 +209,9 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
       values['idle-meetings'] === '0'
         ? 0
         : positive('idle-meetings', values['idle-meetings'], 3000),
+    cluster: phases.includes('cluster'),
+    clusterN: positive('cluster-n', values['cluster-n'], 100_000),
+    clusterEvents: positive('cluster-events', values['cluster-events'], 10),
     json: values.json ?? null,
     logLevel: values['log-level'] ?? 'info',
   };

@@ -1,4 +1,5 @@
 import type { BenchOptions, Configuration } from './options.ts';
+import type { ClusterResult, ScaleRun } from './scenarios/cluster.ts';
 import type { FanoutResult } from './scenarios/fanout.ts';
 import type { LatencyResult, MemoryResult } from './scenarios/latency-memory.ts';
 import type { RequestsResult } from './scenarios/requests.ts';
@@ -51,6 +52,9 @@ export interface Summary {
   /** The storm phase (issue 17); null when it did not run or failed. */
   storm: StormResult | null;
   stormErrors: string[];
+  /** The cluster phase (issue 15); null when it did not run or could not start. */
+  cluster: ClusterResult | null;
+  clusterErrors: string[];
   ratios: Record<string, number | null>;
   targets: Target[];
 }
@@ -63,6 +67,7 @@ export function evaluate(
   servers: Summary['servers'],
   options: BenchOptions,
   storm: StormResult | null = null,
+  cluster: ClusterResult | null = null,
 ): { ratios: Summary['ratios']; targets: Target[] } {
   const raw = servers.raw?.ws?.perCpuSecond;
   const baseline = servers.baseline?.ws?.perCpuSecond;
@@ -210,7 +215,64 @@ export function evaluate(
       ),
     );
   }
+  targets.push(...clusterTargets(cluster, ratios));
   return { ratios, targets };
+}
+
+/** Issue 15: three instances against one on the cluster, and the scale run over six. */
+function clusterTargets(
+  cluster: ClusterResult | null,
+  ratios: Record<string, number | null>,
+): Target[] {
+  if (!cluster) return [];
+  const three = ratio(cluster.three?.perCpuSecond, cluster.one?.perCpuSecond);
+  const { scaleOne, scaleAll } = cluster;
+  const six = ratio(
+    scaleAll?.throughput?.perCpuSecond,
+    scaleOne?.throughput?.perCpuSecond ?? undefined,
+  );
+  ratios['cluster.three/cluster.one'] = three;
+  ratios['cluster.scaleAll/cluster.scaleOne'] = six;
+  const report = (name: string, measured: number | null | undefined): Target => ({
+    name,
+    target: 'reported',
+    measured: measured ?? null,
+    pass: null,
+    reportOnly: true,
+  });
+  const targets: Target[] = [
+    {
+      name: 'three instances on a 3-master cluster, deliveries/CPU-s',
+      target: '>= 0.80 x one instance',
+      measured: three,
+      pass: three === null ? null : three >= 0.8,
+    },
+  ];
+  if (scaleAll) {
+    const n = scaleAll.subscribers.toLocaleString('en-US');
+    const instances = scaleAll.instances;
+    targets.push(
+      {
+        name: `${n} subscribers over ${instances} instances: fewest that had a publish`,
+        target: `= ${n}`,
+        measured: scaleAll.deliveredMin,
+        pass: scaleAll.deliveredMin === scaleAll.subscribers,
+      },
+      report(`${n} subscribers: publish -> last delivery (ms)`, scaleAll.lastMs),
+      report(`${n} subscribers: RSS per connection (KiB)`, scaleAll.bytesPerConnection / 1024),
+      report(
+        `${n} subscribers: total RSS of ${instances} instances (MB)`,
+        scaleAll.rssAfterBytes / 2 ** 20,
+      ),
+      report(`${instances} instances, deliveries/CPU-s x one instance with a sixth`, six),
+    );
+  }
+  if (cluster.shard) {
+    targets.push(
+      report('one Redis shard: SPUBLISH per Redis CPU-second', cluster.shard.perRedisCpuSecond),
+    );
+  }
+  return targets;
 }
 
 const num = (value: number | null | undefined, digits = 0): string =>
@@ -281,6 +343,7 @@ export function formatReport(summary: Summary): string {
   const errors = [
     ...Object.values(servers).flatMap((r) => r.errors.map((e) => `  ${r.name}: ${e}`)),
     ...summary.stormErrors.map((e) => `  storm: ${e}`),
+    ...summary.clusterErrors.map((e) => `  cluster: ${e}`),
   ];
   const stormRows = (summary.storm?.rows ?? []).map((row) => [
     row.kind,
@@ -455,11 +518,102 @@ export function formatReport(summary: Summary): string {
             : []),
         ]
       : []),
+    ...clusterTables(summary.cluster, options),
     '',
-    'Targets (issues 12 and 17)',
+    'Targets (issues 12, 15 and 17)',
     table(['target', 'wanted', 'measured', 'result'], targetRows),
     ...(errors.length > 0 ? ['', 'Errors:', ...errors] : []),
     '',
     `Run took ${num(summary.durationSeconds, 1)} s`,
   ].join('\n');
+}
+
+/** The cluster phase's tables (issue 15); nothing when it did not run. */
+function clusterTables(cluster: ClusterResult | null, options: BenchOptions): string[] {
+  if (!cluster) return [];
+  const mb = (bytes: number) => num(bytes / 2 ** 20, 1);
+  const one = cluster.one?.perCpuSecond;
+  const fanoutRows = (
+    [
+      ['one instance', cluster.one],
+      ['three instances', cluster.three],
+    ] as const
+  ).flatMap(([label, run]) =>
+    run
+      ? [
+          [
+            label,
+            num(run.cpuSecondsByProcess.length),
+            num(run.subscribers),
+            num(run.events),
+            num(run.perCpuSecond),
+            num(ratio(run.perCpuSecond, one), 2),
+            run.cpuSecondsByProcess.map((cpu) => num(cpu, 2)).join(' + '),
+            num(run.perWallSecond),
+          ],
+        ]
+      : [],
+  );
+  const scaleOne = cluster.scaleOne?.throughput?.perCpuSecond;
+  const scaleRow = (run: ScaleRun) => [
+    num(run.instances),
+    num(run.subscribers),
+    run.loadProcesses.map((count) => num(count)).join('+'),
+    num(run.connectSeconds, 1),
+    mb(run.rssBeforeBytes),
+    mb(run.rssAfterBytes),
+    num(run.bytesPerConnection / 1024, 1),
+    num(run.firstMs, 1),
+    num(run.medianMs, 1),
+    num(run.lastMs, 1),
+    num(run.loadCpuMs),
+    num(run.deliveredMin),
+    num(run.throughput?.perCpuSecond),
+    num(ratio(run.throughput?.perCpuSecond, scaleOne ?? undefined), 2),
+  ];
+  const scaleRows = [cluster.scaleOne, cluster.scaleAll].flatMap((run) =>
+    run ? [scaleRow(run)] : [],
+  );
+  const { shard } = cluster;
+  return [
+    '',
+    `Redis Cluster, ${cluster.masters} masters with ${cluster.replicasPerMaster} replica each: ` +
+      `fan-out of ${options.n} subscribers x ${options.m} events, spread over the instances` +
+      (options.repeat > 1 ? `, median of ${options.repeat} passes` : ''),
+    table(
+      ['switchboard', 'procs', 'subs', 'events', 'deliv/CPU-s', 'x one', 'CPU s', 'deliv/s wall'],
+      fanoutRows,
+    ),
+    '',
+    `Scale on the cluster: subscribers held by load processes; one publish to all (median of ${options.rounds} rounds), ` +
+      `then ${options.clusterEvents} publishes (window ${options.window}) for deliveries per CPU-second of all instances`,
+    table(
+      [
+        'instances',
+        'subs',
+        'load procs',
+        'connect s',
+        'RSS before MB',
+        'RSS after MB',
+        'KiB/conn',
+        'first ms',
+        'median ms',
+        'last ms',
+        'load CPU ms',
+        'fewest had it',
+        'deliv/CPU-s',
+        'x one',
+      ],
+      scaleRows,
+    ),
+    ...(shard
+      ? [
+          '',
+          `One Redis shard: ${num(shard.publishes)} SPUBLISH of ${shard.payloadBytes} B to ${shard.subscribers} ` +
+            `subscribers (redis-benchmark -c ${shard.clients} -P ${shard.pipeline}): ` +
+            `${num(shard.perWallSecond)}/s wall, ${num(shard.perRedisCpuSecond)} per Redis CPU-second ` +
+            `(${num(shard.redisCpuSeconds, 2)} CPU s)`,
+        ]
+      : []),
+  ];
 }

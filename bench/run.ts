@@ -1,6 +1,7 @@
 /**
  * `npm run bench`: fan-out of notify events from Switchboard and two reference servers, side by
- * side (issue 7), and write storms against a floor server (issue 17, `--only storm`). Servers run pinned to CPU 0, this load generator to CPU 1 (it re-executes
+ * side (issue 7), write storms against a floor server (issue 17, `--only storm`) and Switchboard
+ * on a Redis Cluster (issue 15, `--only cluster`). Servers run pinned to CPU 0, this load generator to CPU 1 (it re-executes
  * itself under taskset). See bench/README.md for what is measured and how.
  */
 import { spawn } from 'node:child_process';
@@ -19,6 +20,7 @@ import {
   USAGE,
 } from './options.ts';
 import { evaluate, formatReport, type ServerResult, type Summary } from './report.ts';
+import { type ClusterResult, measureCluster, SCALE_INSTANCES } from './scenarios/cluster.ts';
 import { measureFanout } from './scenarios/fanout.ts';
 import { measureLatencyAndMemory } from './scenarios/latency-memory.ts';
 import { measureRequests, okSpec, publishSpec, viewerSpec } from './scenarios/requests.ts';
@@ -344,7 +346,34 @@ async function main(): Promise<number> {
     }
   }
 
-  const { ratios, targets } = evaluate(servers, options, storm);
+  let cluster: ClusterResult | null = null;
+  const clusterErrors: string[] = [];
+  if (options.cluster && !interrupted) {
+    progress(`cluster: ${options.clusterN} subscribers over ${SCALE_INSTANCES} instances`);
+    try {
+      cluster = await measureCluster({
+        n: options.n,
+        m: options.m,
+        window: options.window,
+        repeat: options.repeat,
+        payload: options.payload,
+        scaleN: options.clusterN,
+        scaleEvents: options.clusterEvents,
+        rounds: options.rounds,
+        idleWindow: options.idleWindow,
+        logLevel: options.logLevel,
+        progress,
+        running,
+      });
+      clusterErrors.push(...cluster.errors);
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      progress(`cluster FAILED: ${message}`);
+      clusterErrors.push(message);
+    }
+  }
+
+  const { ratios, targets } = evaluate(servers, options, storm, cluster);
   const summary: Summary = {
     startedAt,
     durationSeconds: (performance.now() - began) / 1000,
@@ -353,6 +382,8 @@ async function main(): Promise<number> {
     servers,
     storm,
     stormErrors,
+    cluster,
+    clusterErrors,
     ratios,
     targets,
   };
@@ -365,7 +396,10 @@ async function main(): Promise<number> {
   process.stdout.write(
     `JSON summary: ${RESULTS_FILE}${options.json ? ` and ${options.json}` : ''}\n`,
   );
-  const failed = Object.values(servers).some((r) => r.errors.length > 0) || stormErrors.length > 0;
+  const failed =
+    Object.values(servers).some((r) => r.errors.length > 0) ||
+    stormErrors.length > 0 ||
+    clusterErrors.length > 0;
   return failed ? 1 : 0;
 }
 

@@ -71,6 +71,11 @@ export class DeliveryLog {
     });
   }
 
+  /** Deliveries of `seq` counted so far. */
+  countOf(seq: number): number {
+    return this.counts.get(seq) ?? 0;
+  }
+
   /** Arrival times of `seq`, in arrival order (with recordTimes). */
   timesOf(seq: number): readonly number[] {
     return this.times.get(seq) ?? [];

@@ -20,7 +20,10 @@ export function createPublisher(options: {
   channelId: string;
   payloadBytes: number;
 }): Publisher {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+  // A kept-alive socket idle for 2 s is closed here rather than reused: the server closes idle
+  // sockets after 5 s (Node's keepAliveTimeout), and a publish written as it does so fails with
+  // ECONNRESET. Between slow publishes (100,000 subscribers on a busy core) that race was real.
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 16, timeout: 2_000 });
   const endpoint = `${options.url}/graphql`;
   const headers = {
     'content-type': 'application/json',

@@ -160,7 +160,8 @@ async function runAll(steps: (() => Promise<void>)[]): Promise<void> {
 
 /**
  * Starts Switchboard (compiled `src/main.ts`, see `compileServers`) on a fresh database: one instance with
- * in-memory pub/sub, or `instances` of them sharing that database and one Redis prefix. Tokens
+ * in-memory pub/sub, or `instances` of them sharing that database and one Redis prefix (on the
+ * bench Redis, or on a Redis Cluster with `redisCluster`). Tokens
  * are HS256 with a random AUTH_TOKEN_KEY, claims `sub` and `exp` (one hour).
  */
 export async function startSwitchboard(
@@ -170,6 +171,11 @@ export async function startSwitchboard(
     logLevel: string;
     /** Use Redis with one instance too (two or more always do). */
     redis?: boolean;
+    /**
+     * REDIS_CLUSTER_NODES (`host:port,...`) of a Redis Cluster the caller started, used instead
+     * of the bench Redis even with one instance; its keys go away with the cluster.
+     */
+    redisCluster?: string;
     /** More settings for every instance. */
     env?: NodeJS.ProcessEnv;
   },
@@ -177,7 +183,8 @@ export async function startSwitchboard(
   const key = randomBytes(24).toString('base64url');
   const secret = new TextEncoder().encode(key);
   const redisPrefix = `switchboard-bench:${randomBytes(6).toString('hex')}:`;
-  const useRedis = options.instances > 1 || options.redis === true;
+  const cluster = options.redisCluster ?? null;
+  const useRedis = cluster === null && (options.instances > 1 || options.redis === true);
   if (useRedis) await requireRedis();
   const database = await createDatabase();
   const processes: ChildServer[] = [];
@@ -212,6 +219,7 @@ export async function startSwitchboard(
             MAX_CONNECTIONS: '40000',
             MAX_CONNECTIONS_PER_USER: '1000',
             ...(useRedis ? { REDIS_URL, REDIS_PREFIX: redisPrefix } : {}),
+            ...(cluster ? { REDIS_CLUSTER_NODES: cluster, REDIS_PREFIX: redisPrefix } : {}),
             ...options.env,
           },
           readyUrl: listeningUrl,
@@ -235,7 +243,13 @@ export async function startSwitchboard(
     }
     return signed;
   };
-  return { name, processes, token, stop, redisPrefix: useRedis ? redisPrefix : null };
+  return {
+    name,
+    processes,
+    token,
+    stop,
+    redisPrefix: useRedis || cluster ? redisPrefix : null,
+  };
 }
 
 /** REDIS_URL of the bench (BENCH_REDIS_URL), for the floor server. */
