@@ -30,6 +30,17 @@ export async function cpuSeconds(pid: number): Promise<number> {
   return (utime + stime) / CLOCK_TICKS_PER_SECOND;
 }
 
+/**
+ * Write-type system calls a process has made so far (`syscw` of /proc/<pid>/io): a server that
+ * coalesces several events into one write per socket makes fewer of them per delivery.
+ */
+export async function writeSyscalls(pid: number): Promise<number> {
+  const io = await procFile(pid, 'io');
+  const match = /^syscw:\s+(\d+)$/m.exec(io);
+  if (!match?.[1]) throw new Error(`Cannot read the write calls of process ${pid}`);
+  return Number(match[1]);
+}
+
 /** Total CPU seconds of several processes. */
 export async function totalCpuSeconds(pids: readonly number[]): Promise<number> {
   const all = await Promise.all(pids.map(cpuSeconds));

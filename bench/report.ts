@@ -232,6 +232,10 @@ function clusterTargets(
     scaleOne?.throughput?.perCpuSecond ?? undefined,
   );
   ratios['cluster.three/cluster.one'] = three;
+  ratios['cluster.threeSerial/cluster.oneSerial'] = ratio(
+    cluster.threeSerial?.perCpuSecond,
+    cluster.oneSerial?.perCpuSecond,
+  );
   ratios['cluster.scaleAll/cluster.scaleOne'] = six;
   const report = (name: string, measured: number | null | undefined): Target => ({
     name,
@@ -248,6 +252,14 @@ function clusterTargets(
       pass: three === null ? null : three >= 0.8,
     },
   ];
+  if (cluster.threeSerial) {
+    targets.push(
+      report(
+        'three instances, one event in flight (no coalescing)',
+        ratios['cluster.threeSerial/cluster.oneSerial'],
+      ),
+    );
+  }
   if (scaleAll) {
     const n = scaleAll.subscribers.toLocaleString('en-US');
     const instances = scaleAll.instances;
@@ -532,23 +544,26 @@ export function formatReport(summary: Summary): string {
 function clusterTables(cluster: ClusterResult | null, options: BenchOptions): string[] {
   if (!cluster) return [];
   const mb = (bytes: number) => num(bytes / 2 ** 20, 1);
-  const one = cluster.one?.perCpuSecond;
   const fanoutRows = (
     [
-      ['one instance', cluster.one],
-      ['three instances', cluster.three],
+      ['one instance', options.window, cluster.one, cluster.one],
+      ['three instances', options.window, cluster.three, cluster.one],
+      ['one instance', 1, cluster.oneSerial, cluster.oneSerial],
+      ['three instances', 1, cluster.threeSerial, cluster.oneSerial],
     ] as const
-  ).flatMap(([label, run]) =>
+  ).flatMap(([label, window, run, reference]) =>
     run
       ? [
           [
             label,
             num(run.cpuSecondsByProcess.length),
+            num(window),
             num(run.subscribers),
             num(run.events),
             num(run.perCpuSecond),
-            num(ratio(run.perCpuSecond, one), 2),
+            num(ratio(run.perCpuSecond, reference?.perCpuSecond), 2),
             run.cpuSecondsByProcess.map((cpu) => num(cpu, 2)).join(' + '),
+            num(run.writeSyscalls / run.deliveries, 2),
             num(run.perWallSecond),
           ],
         ]
@@ -568,6 +583,7 @@ function clusterTables(cluster: ClusterResult | null, options: BenchOptions): st
     num(run.lastMs, 1),
     num(run.loadCpuMs),
     num(run.deliveredMin),
+    num(run.throughput ? run.throughput.writeSyscalls / run.throughput.deliveries : null, 2),
     num(run.throughput?.perCpuSecond),
     num(ratio(run.throughput?.perCpuSecond, scaleOne ?? undefined), 2),
   ];
@@ -581,7 +597,18 @@ function clusterTables(cluster: ClusterResult | null, options: BenchOptions): st
       `fan-out of ${options.n} subscribers x ${options.m} events, spread over the instances` +
       (options.repeat > 1 ? `, median of ${options.repeat} passes` : ''),
     table(
-      ['switchboard', 'procs', 'subs', 'events', 'deliv/CPU-s', 'x one', 'CPU s', 'deliv/s wall'],
+      [
+        'switchboard',
+        'procs',
+        'window',
+        'subs',
+        'events',
+        'deliv/CPU-s',
+        'x one',
+        'CPU s',
+        'writes/deliv',
+        'deliv/s wall',
+      ],
       fanoutRows,
     ),
     '',
@@ -601,6 +628,7 @@ function clusterTables(cluster: ClusterResult | null, options: BenchOptions): st
         'last ms',
         'load CPU ms',
         'fewest had it',
+        'writes/deliv',
         'deliv/CPU-s',
         'x one',
       ],

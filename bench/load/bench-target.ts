@@ -51,6 +51,7 @@ export const sinkOf = (log: DeliveryLog): DeliverySink => ({
 export async function prepareTarget(
   server: ServerUnderTest,
   payloadBytes: number,
+  options: { publishTimeoutMs?: number } = {},
 ): Promise<BenchTarget> {
   const [first] = server.processes;
   if (!first) throw new Error(`${server.name} has no process`);
@@ -82,7 +83,13 @@ export async function prepareTarget(
     });
     channelId = publisherSubscription.channelId ?? '';
     if (!channelId) throw new Error(`${server.name}: the publisher got no NotifyChannel`);
-    publisher = createPublisher({ url: first.url, token, channelId, payloadBytes });
+    publisher = createPublisher({
+      url: first.url,
+      token,
+      channelId,
+      payloadBytes,
+      ...(options.publishTimeoutMs ? { timeoutMs: options.publishTimeoutMs } : {}),
+    });
   } catch (error) {
     await close();
     throw error;

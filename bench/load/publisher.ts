@@ -19,7 +19,10 @@ export function createPublisher(options: {
   /** The publisher's own NotifyChannel id. */
   channelId: string;
   payloadBytes: number;
+  /** How long a publish may take to be answered (default 15 s). */
+  timeoutMs?: number;
 }): Publisher {
+  const timeout = options.timeoutMs ?? 15_000;
   // A kept-alive socket idle for 2 s is closed here rather than reused: the server closes idle
   // sockets after 5 s (Node's keepAliveTimeout), and a publish written as it does so fails with
   // ECONNRESET. Between slow publishes (100,000 subscribers on a busy core) that race was real.
@@ -35,7 +38,7 @@ export function createPublisher(options: {
       const body = publishBody(options.channelId, seq, options.payloadBytes, to);
       let sentAt = 0;
       const done = new Promise<void>((resolve, reject) => {
-        const req = http.request(endpoint, { method: 'POST', headers, agent, timeout: 15_000 });
+        const req = http.request(endpoint, { method: 'POST', headers, agent, timeout });
         req.once('timeout', () => req.destroy(new Error(`publish #${seq}: timed out`)));
         req.once('error', reject);
         req.once('response', (res) => {

@@ -12,7 +12,7 @@ import { type RedisCluster, startRedisCluster } from '../../test/support/redis-c
 import { type BenchTarget, prepareTarget } from '../load/bench-target.ts';
 import { IncompleteDelivery, type LoadPool, openLoadPool } from '../load/load-pool.ts';
 import { withTimeout } from '../load/subscriber.ts';
-import { cpuSeconds, rssBytes, totalCpuSeconds, waitIdle } from '../proc.ts';
+import { cpuSeconds, rssBytes, totalCpuSeconds, waitIdle, writeSyscalls } from '../proc.ts';
 import { benchMessage } from '../protocol.ts';
 import { type ServerUnderTest, startSwitchboard } from '../servers/index.ts';
 import { type FanoutResult, measureFanout } from './fanout.ts';
@@ -77,6 +77,8 @@ export interface ScaleThroughput {
   deliveries: number;
   cpuSeconds: number;
   cpuSecondsByProcess: number[];
+  /** Write system calls of the instances (fewer than deliveries when events were coalesced). */
+  writeSyscalls: number;
   loadCpuSeconds: number;
   wallSeconds: number;
   perCpuSecond: number;
@@ -132,6 +134,12 @@ export interface ClusterResult {
   /** Fan-out of --n subscribers on one instance and on three (median pass of --repeat). */
   one: FanoutResult | null;
   three: FanoutResult | null;
+  /**
+   * The same with one event in flight: no server can then coalesce events into one write per
+   * socket, so the comparison is of the work per delivery alone.
+   */
+  oneSerial: FanoutResult | null;
+  threeSerial: FanoutResult | null;
   /** One instance holding a sixth of --cluster-n, and six holding all of them. */
   scaleOne: ScaleRun | null;
   scaleAll: ScaleRun | null;
@@ -153,6 +161,8 @@ export async function measureCluster(options: ClusterOptions): Promise<ClusterRe
     replicasPerMaster: 1,
     one: null,
     three: null,
+    oneSerial: null,
+    threeSerial: null,
     scaleOne: null,
     scaleAll: null,
     shard: null,
@@ -187,16 +197,20 @@ export async function measureCluster(options: ClusterOptions): Promise<ClusterRe
       repeat: options.repeat,
       warmup: 3,
     };
-    for (const [instances, key] of [
-      [1, 'one'],
-      [3, 'three'],
+    for (const [instances, key, serialKey] of [
+      [1, 'one', 'oneSerial'],
+      [3, 'three', 'threeSerial'],
     ] as const) {
-      result[key] = await part(
-        `fan-out ${options.n} x ${options.m}, ${instances} instance(s)`,
-        () =>
-          withSwitchboard(cluster, instances, options, (target) =>
-            measureFanout(target, target.wsOpener, fanout),
-          ),
+      await part(`fan-out ${options.n} x ${options.m}, ${instances} instance(s)`, () =>
+        withSwitchboard(cluster, instances, options, async (target) => {
+          result[key] = await measureFanout(target, target.wsOpener, fanout);
+          if (options.window > 1) {
+            result[serialKey] = await measureFanout(target, target.wsOpener, {
+              ...fanout,
+              window: 1,
+            });
+          }
+        }),
       );
     }
     const perInstance = Math.ceil(options.scaleN / SCALE_INSTANCES);
@@ -242,7 +256,9 @@ async function withSwitchboard<T>(
   options.running.add(server);
   let target: BenchTarget | null = null;
   try {
-    target = await prepareTarget(server, options.payload);
+    // Six instances fanning out 100,000 deliveries share one core: the instance that answers
+    // the publish may be busy for seconds with the events before it.
+    target = await prepareTarget(server, options.payload, { publishTimeoutMs: 60_000 });
     return await body(target);
   } finally {
     await target?.close().catch(() => {});
@@ -380,6 +396,7 @@ async function throughput(
   }
   const startedIdle = await waitIdle(target.pids);
   const before = await Promise.all(target.pids.map(cpuSeconds));
+  const writesBefore = await Promise.all(target.pids.map(writeSyscalls));
   const loadBefore = await totalCpuSeconds(pool.pids);
   const started = performance.now();
   const inFlight: Promise<unknown>[] = [];
@@ -395,6 +412,7 @@ async function throughput(
   await Promise.all(inFlight);
   const wallSeconds = (performance.now() - started) / 1000;
   const after = await Promise.all(target.pids.map(cpuSeconds));
+  const writesAfter = await Promise.all(target.pids.map(writeSyscalls));
   const loadCpuSeconds = (await totalCpuSeconds(pool.pids)) - loadBefore;
   const cpuSecondsByProcess = after.map((value, i) => value - (before[i] ?? value));
   const cpu = cpuSecondsByProcess.reduce((a, b) => a + b, 0);
@@ -404,6 +422,10 @@ async function throughput(
     deliveries,
     cpuSeconds: cpu,
     cpuSecondsByProcess,
+    writeSyscalls: writesAfter.reduce(
+      (sum, value, i) => sum + value - (writesBefore[i] ?? value),
+      0,
+    ),
     loadCpuSeconds,
     wallSeconds,
     perCpuSecond: cpu > 0 ? deliveries / cpu : Number.NaN,

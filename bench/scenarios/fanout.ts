@@ -1,7 +1,7 @@
 import { type BenchTarget, sinkOf } from '../load/bench-target.ts';
 import { DeliveryLog } from '../load/deliveries.ts';
 import { closeMany, type DeliverySink, type OpenSubscriber, openMany } from '../load/subscriber.ts';
-import { cpuSeconds, waitIdle } from '../proc.ts';
+import { cpuSeconds, waitIdle, writeSyscalls } from '../proc.ts';
 
 /** One measured pass of `events` events. */
 export interface FanoutRun {
@@ -14,6 +14,8 @@ export interface FanoutRun {
   wallSeconds: number;
   perCpuSecond: number;
   perWallSecond: number;
+  /** Write system calls of the server process(es) during the measured events. */
+  writeSyscalls: number;
   /** False when the servers were still busy (previous pass, closing sockets) at the start. */
   startedIdle: boolean;
 }
@@ -62,6 +64,7 @@ export async function measureFanout(
   const measure = async (): Promise<FanoutRun> => {
     const startedIdle = await waitIdle(target.pids);
     const before = await Promise.all(target.pids.map(cpuSeconds));
+    const writesBefore = await Promise.all(target.pids.map(writeSyscalls));
     const countedBefore = log.total;
     const started = performance.now();
 
@@ -76,6 +79,7 @@ export async function measureFanout(
 
     const wallSeconds = (performance.now() - started) / 1000;
     const after = await Promise.all(target.pids.map(cpuSeconds));
+    const writesAfter = await Promise.all(target.pids.map(writeSyscalls));
     const cpuSecondsByProcess = after.map((value, i) => value - (before[i] ?? value));
     const cpu = cpuSecondsByProcess.reduce((a, b) => a + b, 0);
     const deliveries = log.total - countedBefore;
@@ -86,6 +90,10 @@ export async function measureFanout(
       wallSeconds,
       perCpuSecond: cpu > 0 ? deliveries / cpu : Number.NaN,
       perWallSecond: deliveries / wallSeconds,
+      writeSyscalls: writesAfter.reduce(
+        (sum, value, i) => sum + value - (writesBefore[i] ?? value),
+        0,
+      ),
       startedIdle,
     };
   };
