@@ -79,6 +79,11 @@ redis.call('ZADD', KEYS[1], 'GT', ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {1}`;
 
+// KEYS: applause set. ARGV: the window's start (ms). Drops what is older, counts the rest.
+const LEVEL = `
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+return redis.call('ZCARD', KEYS[1])`;
+
 /**
  * Several instances, on one Redis or a Redis Cluster: a sorted set per meeting
  * (`<prefix>applause:{<meetingId>}`, tagged by the meeting, so the meeting's applause rate
@@ -97,6 +102,7 @@ export function createRedisApplauseStore(options: {
   // One command per key count (see defineScript): with and without the rate counter.
   const add = defineScript<[number, number?]>(client, 'switchboardApplauseAdd', 1, ADD);
   const addRated = defineScript<[number, number?]>(client, 'switchboardApplauseAddRated', 2, ADD);
+  const level = defineScript<number>(client, 'switchboardApplauseLevel', 1, LEVEL);
   return {
     async add(meetingId, userId, at, rate) {
       const reply =
@@ -114,18 +120,9 @@ export function createRedisApplauseStore(options: {
       return reply[0] === 1 ? null : Math.max(1, Number(reply[1] ?? 1));
     },
     levels(meetingIds, now) {
-      // Single commands, all sent in this tick: auto-pipelining writes them once per node (an
-      // explicit pipeline may not span the slots of a cluster). ZCOUNT counts exactly what is
-      // inside the window, whatever order the prune reaches the node in.
-      return Promise.all(
-        meetingIds.map(async (meetingId) => {
-          const [, count] = await Promise.all([
-            client.zremrangebyscore(key(meetingId), '-inf', now - windowMs),
-            client.zcount(key(meetingId), `(${now - windowMs}`, '+inf'),
-          ]);
-          return count;
-        }),
-      );
+      // One script per meeting, all sent in this tick: auto-pipelining writes them once per
+      // node (an explicit pipeline may not span the slots of a cluster).
+      return Promise.all(meetingIds.map((meetingId) => level(key(meetingId), now - windowMs)));
     },
   };
 }
