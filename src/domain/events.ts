@@ -2,7 +2,7 @@ import { topicsOf } from '../pubsub/index.ts';
 
 /**
  * The typed event map: every event that crosses instances, keyed by event name. Payloads are
- * plain JSON (they travel through Redis as JSON when REDIS_URL is set). Pub/sub knows none of
+ * plain JSON (they travel through Redis as JSON when Redis is configured). Pub/sub knows none of
  * them: `topic` below types each topic with its event's payload.
  */
 export interface EventMap {
