@@ -46,11 +46,18 @@ function warningOf(line: string): string | null {
 }
 
 /**
+ * Node flags for every server the bench starts, from BENCH_NODE_FLAGS (space-separated): to
+ * profile them, `BENCH_NODE_FLAGS="--cpu-prof --cpu-prof-dir=prof"` (NODE_OPTIONS refuses it).
+ */
+const NODE_FLAGS = (process.env['BENCH_NODE_FLAGS'] ?? '').split(' ').filter(Boolean);
+
+/**
  * Starts `node <args>` pinned to one core with taskset (which execs node, so the pid is the
  * server's own) and waits, bounded, for the line that carries its URL.
  */
 export async function spawnPinned(options: SpawnOptions): Promise<ChildServer> {
-  const child = spawn('taskset', ['-c', String(options.core), process.execPath, ...options.args], {
+  const node = [process.execPath, ...NODE_FLAGS, ...options.args];
+  const child = spawn('taskset', ['-c', String(options.core), ...node], {
     cwd: REPO_ROOT,
     env: options.env,
     // stdin is a pipe the reference servers watch: they exit when the harness goes away.
