@@ -244,6 +244,37 @@ describe('limits', () => {
     expect(fine.body.errors).toBeUndefined();
   });
 
+  it('checks an operation text again each time it was refused, and variables each time', async () => {
+    const token = await a.token(unique('again'));
+    const raw = track(await openAcked(a.wsUrl, token));
+    const deep = 'subscription { autoupdate { events { changeId } } }';
+    const before = await metric(a.url, 'switchboard_limit_rejections_total', 'graphqlDepth');
+    for (const id of ['deep-1', 'deep-2']) {
+      subscribe(raw, id, deep);
+      expect(await raw.messages.next(), id).toMatchObject({ id, type: 'error' });
+    }
+    // Each refusal is reported, not only the first one.
+    const after = await metric(a.url, 'switchboard_limit_rejections_total', 'graphqlDepth');
+    expect(after - before).toBe(2);
+    // A valid text, known from its first use, still has its variables checked every time.
+    const lastSeen = 'query($u: ID!) { lastSeen(userId: $u) { userId } }';
+    for (const [id, u] of [
+      ['fine-1', 'someone'],
+      ['nul', 'some\u0000one'],
+      ['fine-2', 'someone'],
+    ] as const) {
+      raw.send({ id, type: 'subscribe', payload: { query: lastSeen, variables: { u } } });
+      const first = await raw.messages.next();
+      if (id === 'nul') {
+        expect(first).toMatchObject({ id, type: 'error' });
+        expect(JSON.stringify(first)).toContain('U+0000');
+      } else {
+        expect(first).toMatchObject({ id, type: 'next', payload: { data: { lastSeen: null } } });
+        expect(await raw.messages.next()).toMatchObject({ id, type: 'complete' });
+      }
+    }
+  });
+
   it('rate-limits publish across instances (RATE_LIMITED with retryAfterMs, ICC 429)', async () => {
     const token = await a.token(unique('rate'));
     const publish = (server: typeof a) =>

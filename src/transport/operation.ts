@@ -43,7 +43,8 @@ export interface OperationRunnerOptions {
 /**
  * Runs GraphQL operations for the streaming transports, the same way for graphql-ws and
  * graphql-sse: parsed and validated by yoga's envelop (its parse and validate caches and the
- * graphql-armor limits, one instance for all operations), executed by graphql-js with the
+ * graphql-armor limits, one instance for all operations) the first time an operation text
+ * comes, then taken from the runner's own cache of valid documents; executed by graphql-js with the
  * context yoga's factory makes and errors masked as over HTTP. What only an HTTP request needs
  * (request parsing, response formatting, per-request plugin setup) is skipped: a mutation on an
  * open socket is a context, an execution and one frame. Results go to the operation's sink as
@@ -66,28 +67,27 @@ export function createOperationRunner(options: OperationRunnerOptions) {
         }
       : result;
 
+  // Operation texts that parsed and validated, with their document: a client sends the same few
+  // operations again and again, and over an open socket the text alone is the cache key, so a
+  // known operation skips envelop's parse and validate hooks. Refusals are not kept, so each one
+  // still reaches graphql-armor (and its report). Bounded: the oldest entry leaves first.
+  const valid = new Map<string, DocumentNode>();
+
   /** Parses and validates; the document and its operation type, or the refusal. */
   function prepare(
     enveloped: ReturnType<Yoga['getEnveloped']>,
     params: OperationParams,
   ): Refused | { document: DocumentNode; type: OperationTypeNode } {
-    const nul = nulError(params);
+    let document = valid.get(params.query);
+    const nul = nulError(document ? { variables: params.variables } : params);
     if (nul) return { errors: [nul] };
-    let document: DocumentNode;
-    try {
-      document = enveloped.parse(params.query);
-    } catch (error) {
-      return { errors: [error as GraphQLError] };
+    if (document === undefined) {
+      const parsed = parseAndValidate(enveloped, params.query);
+      if ('errors' in parsed) return parsed;
+      document = parsed.document;
+      valid.set(params.query, document);
+      if (valid.size > VALID_DOCUMENTS) valid.delete(valid.keys().next().value as string);
     }
-    // graphql-armor's limits throw their GraphQLError from validate rather than return it.
-    let errors: readonly GraphQLError[];
-    try {
-      errors = enveloped.validate(enveloped.schema, document);
-    } catch (error) {
-      if (error instanceof GraphQLError) return { errors: [error] };
-      throw error;
-    }
-    if (errors.length > 0) return { errors };
     const operation = getOperationAST(document, params.operationName);
     if (!operation) {
       const named = params.operationName ? ` named "${params.operationName}"` : '';
@@ -133,6 +133,31 @@ export function createOperationRunner(options: OperationRunnerOptions) {
       return single(masked(await execute(args)), sink);
     },
   };
+}
+
+/** Operation texts whose validated documents are kept (as many as envelop's own cache). */
+const VALID_DOCUMENTS = 1000;
+
+/** Parses and validates `query` with envelop (its caches, the graphql-armor limits). */
+function parseAndValidate(
+  enveloped: ReturnType<Yoga['getEnveloped']>,
+  query: string,
+): Refused | { document: DocumentNode } {
+  let document: DocumentNode;
+  try {
+    document = enveloped.parse(query);
+  } catch (error) {
+    return { errors: [error as GraphQLError] };
+  }
+  // graphql-armor's limits throw their GraphQLError from validate rather than return it.
+  let errors: readonly GraphQLError[];
+  try {
+    errors = enveloped.validate(enveloped.schema, document);
+  } catch (error) {
+    if (error instanceof GraphQLError) return { errors: [error] };
+    throw error;
+  }
+  return errors.length > 0 ? { errors } : { document };
 }
 
 /** A single result: one `next`, then `complete`; there is nothing to stop afterwards. */
