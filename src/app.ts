@@ -24,6 +24,7 @@ import {
 } from './pubsub/index.ts';
 import { schema } from './schema/index.ts';
 import { createServices, createStores } from './services.ts';
+import { createAdmission } from './transport/admission.ts';
 import { createContextFactory } from './transport/context.ts';
 import { createDemo, isDemoPath } from './transport/demo.ts';
 import { createFanout, type Fanout } from './transport/fanout.ts';
@@ -78,6 +79,12 @@ async function serveMetrics(metrics: Metrics, res: ServerResponse): Promise<void
 
 const BODYLESS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
+/**
+ * How long a streaming operation holds its place among MAX_OPERATIONS_IN_FLIGHT at most (see
+ * transport/admission.ts): longer than any operation takes while its dependencies answer.
+ */
+const OPERATION_HOLD_MS = 1_000;
+
 function tooLarge(res: ServerResponse): void {
   res.setHeader('connection', 'close');
   sendJson(res, 413, { errors: [{ message: 'Request body too large (MAX_BODY_BYTES)' }] });
@@ -130,6 +137,10 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     postgres: () => db.ping(),
     ...(redis ? { redis: () => pubsub.ping() } : {}),
   };
+  const admission = createAdmission({
+    max: config.MAX_OPERATIONS_IN_FLIGHT,
+    holdMs: OPERATION_HOLD_MS,
+  });
   const metrics = createMetrics({
     connectionCounts: () => ({
       ...core.countByTransport(),
@@ -137,6 +148,7 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
       'http-receiving': server.receiving(),
     }),
     dependencies,
+    admission,
   });
   const core = createConnectionCore({
     logger,
@@ -187,6 +199,7 @@ export async function buildApp({ config, logger }: AppDeps): Promise<App> {
     context: (initial) => context(initial as never),
     fanout,
     maskError: maskError(logger),
+    admission,
   });
   const onLimit = (limit: string, user: string | null) => services.limits.report(limit, { user });
   const websockets = createWebSocketAcceptor({ maxPayloadBytes: config.MAX_BODY_BYTES });

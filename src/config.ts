@@ -426,6 +426,12 @@ export const SETTINGS = {
     schema: positiveInt,
     default: '100',
   }),
+  MAX_OPERATIONS_IN_FLIGHT: setting({
+    description:
+      'graphql-ws and SSE operations an instance starts at once (a mutation until its result is sent, a subscription until it is subscribed); more wait their turn in order. One running longer than 1 s stops counting, so a stalled dependency cannot hold every place.',
+    schema: positiveInt,
+    default: '128',
+  }),
   AUTOUPDATE_MAX_ITEM_BYTES: setting({
     description:
       'Largest serialized value (writeData) or payload (pushEvents, notifier push_events) of one item; larger items refuse the call.',

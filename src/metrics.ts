@@ -31,6 +31,10 @@ export interface Metrics {
   limitRejections: Counter<'limit'>;
   /** 1 when the dependency answered its last check, 0 when not. */
   dependencyUp: Gauge<'dependency'>;
+  /** Operations waiting for a place among those started at once (MAX_OPERATIONS_IN_FLIGHT). */
+  operationsWaiting: Gauge;
+  /** Operations that ran longer than their place is held and stopped counting. */
+  operationsLifted: Counter;
 }
 
 /**
@@ -40,6 +44,8 @@ export interface Metrics {
 export function createMetrics(options: {
   connectionCounts: () => Record<string, number>;
   dependencies: Record<string, () => Promise<void>>;
+  /** The admission of streaming operations (transport/admission.ts). */
+  admission: { readonly waiting: number; readonly lifted: number };
 }): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'switchboard_' });
@@ -126,6 +132,23 @@ export function createMetrics(options: {
             }
           }),
         );
+      },
+    }),
+    operationsWaiting: new Gauge({
+      name: 'switchboard_operations_waiting',
+      help: 'graphql-ws and SSE operations waiting for a place (MAX_OPERATIONS_IN_FLIGHT).',
+      registers,
+      collect() {
+        this.set(options.admission.waiting);
+      },
+    }),
+    operationsLifted: new Counter({
+      name: 'switchboard_operations_lifted_total',
+      help: 'Operations still running when their place was given to the next (held too long).',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(options.admission.lifted);
       },
     }),
   };

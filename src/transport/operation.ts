@@ -8,6 +8,7 @@ import {
 } from 'graphql';
 import type { Connection } from '../net/connection.ts';
 import type { Context, RequestInfo } from '../schema/context.ts';
+import type { Admission } from './admission.ts';
 import type { TransportContext } from './context.ts';
 import type { Fanout, OperationSink, Running } from './fanout.ts';
 import { nulError } from './input.ts';
@@ -38,6 +39,8 @@ export interface OperationRunnerOptions {
   /** Subscriptions run through it: one execution per event per operation group. */
   fanout: Fanout;
   maskError: (error: unknown, message: string) => Error;
+  /** Bounds the operations being started at once (MAX_OPERATIONS_IN_FLIGHT). */
+  admission: Admission;
 }
 
 /**
@@ -49,10 +52,12 @@ export interface OperationRunnerOptions {
  * (request parsing, response formatting, per-request plugin setup) is skipped: a mutation on an
  * open socket is a context, an execution and one frame. Results go to the operation's sink as
  * serialized JSON: a query or mutation gives one result and completes; a subscription goes
- * through the fan-out.
+ * through the fan-out. An operation waits for its place among those being started at once
+ * (see admission.ts): a mutation holds it until its result is sent, a subscription until it is
+ * subscribed.
  */
 export function createOperationRunner(options: OperationRunnerOptions) {
-  const { yoga, fanout, maskError } = options;
+  const { yoga, fanout, maskError, admission } = options;
   // Parse and validate need no request: one envelop for every operation of the instance.
   let shared: ReturnType<Yoga['getEnveloped']> | null = null;
   const envelop = () => {
@@ -96,6 +101,38 @@ export function createOperationRunner(options: OperationRunnerOptions) {
     return { document, type: operation.operation };
   }
 
+  /** Prepares and runs one operation once it has its place (see `start`). */
+  async function run(
+    connection: Connection,
+    info: RequestInfo,
+    params: OperationParams,
+    sink: OperationSink,
+    mutations: boolean,
+  ): Promise<Started> {
+    const enveloped = envelop();
+    const prepared = prepare(enveloped, params);
+    if ('errors' in prepared) return prepared;
+    if (!mutations && prepared.type === 'mutation') {
+      return { errors: [new GraphQLError('Cannot perform mutations over GET')] };
+    }
+    const args = {
+      schema: enveloped.schema,
+      document: prepared.document,
+      operationName: params.operationName ?? null,
+      variableValues: params.variables ?? null,
+      contextValue: await options.context({
+        viewer: connection.viewer,
+        connection,
+        requestInfo: info,
+      }),
+    };
+    if (prepared.type === 'subscription') {
+      const started = await fanout.subscribe({ args, maskError, query: params.query }, sink);
+      return 'stop' in started ? started : single(started, sink);
+    }
+    return single(masked(await execute(args)), sink);
+  }
+
   return {
     /**
      * Runs one operation as `connection`'s viewer. Resolves its refusal (nothing was sent to
@@ -109,28 +146,14 @@ export function createOperationRunner(options: OperationRunnerOptions) {
       sink: OperationSink,
       { mutations = true }: { mutations?: boolean } = {},
     ): Promise<Started> {
-      const enveloped = envelop();
-      const prepared = prepare(enveloped, params);
-      if ('errors' in prepared) return prepared;
-      if (!mutations && prepared.type === 'mutation') {
-        return { errors: [new GraphQLError('Cannot perform mutations over GET')] };
+      const place = admission.take() ?? (await admission.wait());
+      try {
+        // Waited while the client went away: nothing to run, nobody to answer.
+        if (connection.closed) return DONE;
+        return await run(connection, info, params, sink, mutations);
+      } finally {
+        admission.release(place);
       }
-      const args = {
-        schema: enveloped.schema,
-        document: prepared.document,
-        operationName: params.operationName ?? null,
-        variableValues: params.variables ?? null,
-        contextValue: await options.context({
-          viewer: connection.viewer,
-          connection,
-          requestInfo: info,
-        }),
-      };
-      if (prepared.type === 'subscription') {
-        const started = await fanout.subscribe({ args, maskError, query: params.query }, sink);
-        return 'stop' in started ? started : single(started, sink);
-      }
-      return single(masked(await execute(args)), sink);
     },
   };
 }
