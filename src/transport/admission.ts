@@ -64,7 +64,10 @@ export function createAdmission(options: AdmissionOptions) {
     }
     if (head < queue.length) {
       if (timer === null) {
-        timer = setTimeout(lift, holdMs / 2);
+        // When the oldest place's bound runs out (while some wait, every place is taken).
+        const oldest = held.values().next().value;
+        const delay = oldest ? oldest.at + holdMs - performance.now() : holdMs;
+        timer = setTimeout(lift, Math.max(1, delay));
         timer.unref();
       }
     } else if (timer !== null) {
