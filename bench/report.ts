@@ -189,7 +189,8 @@ export function evaluate(
     pass: measured === null ? null : measured <= max,
   });
   for (const row of storm?.rows ?? []) {
-    if (row.kind === 'floor') continue;
+    // The floors are the references, not targets.
+    if (row.kind === 'floor' || row.kind === 'floor-ws') continue;
     const limit = row.kind === 'applause-icc' ? 1.5 : 1.0;
     targets.push(
       within(`storm ${row.kind} x ${row.users} (CPU/call)`, row.xFloor, limit, ' x floor'),

@@ -19,8 +19,12 @@ import {
   startSwitchboard,
 } from '../servers/index.ts';
 
-/** The write paths of a storm. */
-export const STORM_KINDS = ['floor', 'applause-ws', 'ping-ws', 'applause-icc'] as const;
+/**
+ * The write paths of a storm. `floor-ws` is the floor over open WebSockets (one ZADD per
+ * message, answered on the socket): what the transport alone costs, without GraphQL.
+ */
+export const STORM_KINDS = ['floor', 'floor-ws', 'applause-ws', 'ping-ws', 'applause-icc'] as const;
+const FLOORS: readonly StormKind[] = ['floor', 'floor-ws'];
 export type StormKind = (typeof STORM_KINDS)[number];
 
 /** One storm: `users` calls at once, one per user. */
@@ -155,6 +159,46 @@ function openSocket(url: string, token: string, localAddress: string): Promise<S
   });
 }
 
+/** A WebSocket to the floor server: `run` writes one applause and resolves when it is answered. */
+interface FloorSocket {
+  socket: WebSocket;
+  run(id: string, meetingId: string, user: number): Promise<boolean>;
+}
+
+function openFloorSocket(url: string, localAddress: string): Promise<FloorSocket> {
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(url, { perMessageDeflate: false, localAddress });
+    let pending: ((ok: boolean) => void) | null = null;
+    const timer = setTimeout(() => {
+      socket.terminate();
+      reject(new Error('floor WebSocket handshake timed out'));
+    }, 15_000);
+    socket.on('open', () => {
+      clearTimeout(timer);
+      resolve({
+        socket,
+        run: (id, meetingId, user) =>
+          new Promise((done) => {
+            pending = done;
+            socket.send(JSON.stringify({ id, meeting: meetingId, user: String(user) }));
+          }),
+      });
+    });
+    socket.on('message', () => {
+      pending?.(true);
+      pending = null;
+    });
+    const fail = () => {
+      clearTimeout(timer);
+      pending?.(false);
+      pending = null;
+      reject(new Error('floor WebSocket closed'));
+    };
+    socket.on('error', fail);
+    socket.on('close', fail);
+  });
+}
+
 /** A live `applause(meetingId)` subscription: `reached(n)` resolves when the level first hit n. */
 function observeApplause(observer: StormSocket, meetingId: string, id: string) {
   const seen: { level: number; at: number }[] = [];
@@ -245,6 +289,7 @@ export async function measureStorm(options: StormOptions): Promise<StormResult> 
   const floorPrefix = `switchboard-bench-floor:${randomInt(1e9)}:`;
   const servers: ServerUnderTest[] = [];
   const sockets: StormSocket[] = [];
+  const floorSockets: FloorSocket[] = [];
   const agents: Agent[] = [];
   try {
     const floor = await startReference('floor', {
@@ -284,6 +329,16 @@ export async function measureStorm(options: StormOptions): Promise<StormResult> 
         )),
       );
     }
+    progress(`storm: opening ${maxUsers} WebSockets to the floor`);
+    const floorWsUrl = floorProcess.url.replace(/^http/, 'ws');
+    for (let start = 0; start < maxUsers; start += 64) {
+      const count = Math.min(64, maxUsers - start);
+      floorSockets.push(
+        ...(await Promise.all(
+          Array.from({ length: count }, (_, j) => openFloorSocket(floorWsUrl, address(start + j))),
+        )),
+      );
+    }
     const observer = await openSocket(
       wsUrl(0),
       await switchboard.token('storm-observer'),
@@ -301,7 +356,7 @@ export async function measureStorm(options: StormOptions): Promise<StormResult> 
 
     const runOnce = async (kind: StormKind, size: number): Promise<StormRun> => {
       const meetingId = String(randomInt(1_000_000, 2_000_000_000));
-      const pids = kind === 'floor' ? [floorProcess.pid] : sbPids;
+      const pids = FLOORS.includes(kind) ? [floorProcess.pid] : sbPids;
       const observed =
         kind === 'applause-ws' || kind === 'applause-icc'
           ? observeApplause(observer, meetingId, `observe-${++operation}`)
@@ -322,6 +377,12 @@ export async function measureStorm(options: StormOptions): Promise<StormResult> 
           .slice(0, size)
           .map((user) => `${floorProcess.url}/?meeting=${meetingId}&user=${user}`);
         ({ errors, lastSend } = await httpStorm(floorAgent, urls, () => ({})));
+      } else if (kind === 'floor-ws') {
+        const id = `floor-${++operation}`;
+        const calls = floorSockets.slice(0, size).map((socket, i) => socket.run(id, meetingId, i));
+        lastSend = performance.now();
+        const results = await withTimeout(Promise.all(calls), WAIT_MS * 2, `${kind} storm`);
+        errors = results.filter((ok) => !ok).length;
       } else if (kind === 'applause-icc') {
         const urls = users
           .slice(0, size)
@@ -357,7 +418,7 @@ export async function measureStorm(options: StormOptions): Promise<StormResult> 
       if (kind === 'ping-ws') await new Promise((resolve) => setTimeout(resolve, 1_200));
       await waitIdle(pids);
       const cpu = (await totalCpuSeconds(pids)) - before;
-      if (kind === 'floor') {
+      if (FLOORS.includes(kind)) {
         const cleanup = new Redis(BENCH_REDIS_URL);
         await cleanup.del(`${floorPrefix}${meetingId}`).finally(() => cleanup.disconnect());
       }
@@ -461,6 +522,7 @@ export async function measureStorm(options: StormOptions): Promise<StormResult> 
     };
   } finally {
     for (const s of sockets) s.socket.terminate();
+    for (const s of floorSockets) s.socket.terminate();
     for (const a of agents) a.destroy();
     await Promise.allSettled(servers.map((server) => server.stop()));
     await deleteRedisKeys(floorPrefix).catch(() => {});

@@ -4,9 +4,13 @@
  * meeting and the user in the query string: `POST /?meeting=M&user=U`. REDIS_URL and
  * FLOOR_PREFIX (key prefix) come from the environment. Prints `{"msg":"listening","url":...}`
  * when ready; exits when stdin closes.
+ *
+ * The same over a WebSocket (the floor of a write on an open socket): each text message
+ * `{"id":..,"meeting":..,"user":..}` gets one ZADD, then `{"id":..}` back.
  */
 import { createServer } from 'node:http';
 import { Redis } from 'ioredis';
+import { WebSocketServer } from 'ws';
 
 const redis = new Redis(process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379');
 const prefix = process.env['FLOOR_PREFIX'] ?? 'floor:';
@@ -28,6 +32,17 @@ const server = createServer((req, res) => {
         res.end();
       },
       () => res.writeHead(500).end(),
+    );
+  });
+});
+
+const sockets = new WebSocketServer({ server });
+sockets.on('connection', (socket) => {
+  socket.on('message', (data) => {
+    const { id, meeting, user } = JSON.parse(String(data)) as Record<string, string>;
+    redis.zadd(`${prefix}${meeting}`, Date.now(), user ?? '0').then(
+      () => socket.send(JSON.stringify({ id })),
+      () => socket.close(1011),
     );
   });
 });
