@@ -5,10 +5,9 @@ import {
   ChatDocument,
   type ChatSubscription,
   ConnectionsDocument,
-  PingDocument,
   UpsertUserDocument,
 } from './generated/graphql.ts';
-import { gql, type ResultQueue } from './support/clients.ts';
+import { gql, pingAccepted, type ResultQueue } from './support/clients.ts';
 import { useInstances } from './support/instances.ts';
 
 type ChatQueue = ResultQueue<ExecutionResult<ChatSubscription>>;
@@ -41,10 +40,7 @@ describe('INVISIBLE users in chat presence, across two instances', () => {
       const r = await gql(a.url, ConnectionsDocument, {}, tw);
       return r.body.data?.connections.find((c) => c.userId === userId)?.active;
     };
-    const ping = async (status: 'ACTIVE' | 'INVISIBLE') => {
-      const r = await gql(b.url, PingDocument, { status }, th);
-      expect(r.body.errors).toBeUndefined();
-    };
+    const ping = (status: 'ACTIVE' | 'INVISIBLE') => pingAccepted(b.url, status, th);
 
     const states = ws(a, tw).subscribe(ChatDocument, {});
     // The watcher's own stream is live once the hider's connection shows up in it.

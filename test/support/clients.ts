@@ -3,6 +3,7 @@ import { type ExecutionResult, print } from 'graphql';
 import { createClient as createSseClient } from 'graphql-sse';
 import { createClient as createWsClient, type Client as WsClient } from 'graphql-ws';
 import WebSocket from 'ws';
+import { PingDocument, type PingMutation, type PresenceStatus } from '../generated/graphql.ts';
 
 /** Default bound of every wait in the tests. */
 export const WAIT_MS = 5_000;
@@ -210,4 +211,25 @@ export async function gql<T, V>(
     signal: AbortSignal.timeout(WAIT_MS),
   });
   return { status: response.status, body: (await response.json()) as ExecutionResult<T> };
+}
+
+/**
+ * Pings with `status` over HTTP until the ping is accepted, and returns it. A ping within
+ * PING_MIN_INTERVAL_MS of the user's last accepted one is answered with that last ping instead;
+ * the tests set the interval to 1 ms, which two requests in a row can still fall within. A
+ * ping counts as accepted when the answer is a ping of `status` made after the request left.
+ */
+export async function pingAccepted(
+  url: string,
+  status: PresenceStatus,
+  token: string,
+): Promise<NonNullable<PingMutation['ping']>> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const sent = Date.now();
+    const { body } = await gql(url, PingDocument, { status }, token);
+    if (body.errors) throw new Error(`ping ${status} failed: ${JSON.stringify(body.errors)}`);
+    const ping = body.data?.ping;
+    if (ping?.status === status && Date.parse(String(ping.time)) > sent) return ping;
+  }
+  throw new Error(`ping ${status} was not accepted in 50 attempts`);
 }
