@@ -33,6 +33,13 @@ const SCALE_SOURCE_ADDRESSES = Array.from({ length: 20 }, (_, i) => `127.0.0.${1
 const USERS = 300;
 const LATENCY_WARMUP = 2;
 const THROUGHPUT_WARMUP = 2;
+/**
+ * The equal-rate runs publish at this fraction of what one instance delivers per CPU-second
+ * without coalescing (so one instance is busy about half the time), with at most
+ * EQUAL_RATE_WINDOW events in flight.
+ */
+const EQUAL_RATE_LOAD = 0.5;
+export const EQUAL_RATE_WINDOW = 16;
 /** Publishes of the shard measurement, and the subscriber connections (one per instance). */
 const SHARD_PUBLISHES = 300_000;
 const SHARD_CLIENTS = 8;
@@ -140,6 +147,14 @@ export interface ClusterResult {
    */
   oneSerial: FanoutResult | null;
   threeSerial: FanoutResult | null;
+  /**
+   * The same at one fixed rate for both (`ratePerSecond`, an open loop): the same traffic, so
+   * the CPU each needs for it is compared, with whatever coalescing that traffic allows.
+   */
+  oneRate: FanoutResult | null;
+  threeRate: FanoutResult | null;
+  /** Events per second of the equal-rate runs; null when one instance was not measured. */
+  ratePerSecond: number | null;
   /** One instance holding a sixth of --cluster-n, and six holding all of them. */
   scaleOne: ScaleRun | null;
   scaleAll: ScaleRun | null;
@@ -163,6 +178,9 @@ export async function measureCluster(options: ClusterOptions): Promise<ClusterRe
     three: null,
     oneSerial: null,
     threeSerial: null,
+    oneRate: null,
+    threeRate: null,
+    ratePerSecond: null,
     scaleOne: null,
     scaleAll: null,
     shard: null,
@@ -197,9 +215,9 @@ export async function measureCluster(options: ClusterOptions): Promise<ClusterRe
       repeat: options.repeat,
       warmup: 3,
     };
-    for (const [instances, key, serialKey] of [
-      [1, 'one', 'oneSerial'],
-      [3, 'three', 'threeSerial'],
+    for (const [instances, key, serialKey, rateKey] of [
+      [1, 'one', 'oneSerial', 'oneRate'],
+      [3, 'three', 'threeSerial', 'threeRate'],
     ] as const) {
       await part(`fan-out ${options.n} x ${options.m}, ${instances} instance(s)`, () =>
         withSwitchboard(cluster, instances, options, async (target) => {
@@ -208,6 +226,19 @@ export async function measureCluster(options: ClusterOptions): Promise<ClusterRe
             result[serialKey] = await measureFanout(target, target.wsOpener, {
               ...fanout,
               window: 1,
+            });
+          }
+          // The rate is set once, from one instance without coalescing, and kept for three.
+          const oneSerial = result.oneSerial ?? result.one;
+          if (oneSerial && result.ratePerSecond === null) {
+            result.ratePerSecond =
+              (EQUAL_RATE_LOAD * oneSerial.perCpuSecond) / Math.max(1, options.n);
+          }
+          if (result.ratePerSecond !== null) {
+            result[rateKey] = await measureFanout(target, target.wsOpener, {
+              ...fanout,
+              window: EQUAL_RATE_WINDOW,
+              intervalMs: 1000 / result.ratePerSecond,
             });
           }
         }),

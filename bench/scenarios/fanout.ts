@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { type BenchTarget, sinkOf } from '../load/bench-target.ts';
 import { DeliveryLog } from '../load/deliveries.ts';
 import { closeMany, type DeliverySink, type OpenSubscriber, openMany } from '../load/subscriber.ts';
@@ -38,6 +39,12 @@ export interface FanoutOptions {
   warmup: number;
   /** Measured passes on the same subscribers; the result is the median by perCpuSecond. */
   repeat: number;
+  /**
+   * An open loop at a fixed rate: event k is published `k * intervalMs` after the first (and
+   * still only with fewer than `window` in flight), so configurations compared get the same
+   * traffic whatever their speed. Without it the loop is closed (paced by `window` alone).
+   */
+  intervalMs?: number;
 }
 
 /**
@@ -73,6 +80,9 @@ export async function measureFanout(
     for (const [i, seq] of seqs.entries()) {
       const waitFor = seqs[i - options.window];
       if (waitFor !== undefined) await log.complete(waitFor);
+      const due = options.intervalMs === undefined ? 0 : started + i * options.intervalMs;
+      const wait = due - performance.now();
+      if (wait > 0) await sleep(wait);
       sent.push(publish(seq));
     }
     await Promise.all([...sent, ...seqs.slice(-options.window).map((seq) => log.complete(seq))]);
