@@ -1,5 +1,5 @@
 /**
- * A place among the operations an instance runs at once: `take` or `wait` gives one, `give`
+ * A place among the operations an instance runs at once: `take` or `wait` gives one, `release`
  * hands it back.
  */
 export interface Place {

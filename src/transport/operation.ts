@@ -47,14 +47,14 @@ export interface OperationRunnerOptions {
  * Runs GraphQL operations for the streaming transports, the same way for graphql-ws and
  * graphql-sse: parsed and validated by yoga's envelop (its parse and validate caches and the
  * graphql-armor limits, one instance for all operations) the first time an operation text
- * comes, then taken from the runner's own cache of valid documents; executed by graphql-js with the
- * context yoga's factory makes and errors masked as over HTTP. What only an HTTP request needs
- * (request parsing, response formatting, per-request plugin setup) is skipped: a mutation on an
- * open socket is a context, an execution and one frame. Results go to the operation's sink as
- * serialized JSON: a query or mutation gives one result and completes; a subscription goes
- * through the fan-out. An operation waits for its place among those being started at once
- * (see admission.ts): a mutation holds it until its result is sent, a subscription until it is
- * subscribed.
+ * comes, then taken from the runner's own cache of valid documents; executed by graphql-js
+ * with the context yoga's factory makes and errors masked as over HTTP. What only an HTTP
+ * request needs (request parsing, response formatting, per-request plugin setup) is skipped: a
+ * mutation on an open socket is a context, an execution and one frame. Results go to the
+ * operation's sink as serialized JSON: a query or mutation gives one result and completes; a
+ * subscription goes through the fan-out. An operation waits for its place among those being
+ * started at once (see admission.ts): a mutation holds it until its result is sent, a
+ * subscription until it is subscribed.
  */
 export function createOperationRunner(options: OperationRunnerOptions) {
   const { yoga, fanout, maskError, admission } = options;
